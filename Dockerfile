@@ -1,0 +1,69 @@
+# syntax=docker/dockerfile:1
+# jitnet server image. Build: `docker build -t jitnet .` (BuildKit, the default since Docker 23;
+# docker-compose 1.29 needs DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 for RUN --mount).
+# Stages: builder (wheels) -> app (installed, non-root) -> loadtest (compose profile "load")
+#         and runtime (the default target: kernels compiled, serves on 50051).
+
+FROM python:3.11-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# Only what building the distribution needs (see .dockerignore), so edits to tests or docs
+# do not invalidate this layer.
+COPY pyproject.toml README.md ./
+COPY protos ./protos
+COPY service ./service
+COPY client ./client
+# Wheels of jitnet and of every runtime dependency; the next stage installs them offline.
+RUN pip wheel --no-cache-dir . -w /wheels
+
+
+FROM python:3.11-slim-bookworm AS app
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/var/cache/jitnet/numba
+# A bind mount of the builder's wheels instead of COPY: the wheels (~150 MB) never become a layer.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index /wheels/*.whl
+# A fixed uid so files on the /data volume keep an owner across rebuilds. /data is created and
+# owned before VOLUME below, so a new named volume starts out writable by this user.
+RUN groupadd --system --gid 10001 jitnet \
+    && useradd --system --uid 10001 --gid jitnet --create-home --home-dir /home/jitnet \
+        --shell /usr/sbin/nologin jitnet \
+    && mkdir -p /data "$NUMBA_CACHE_DIR" \
+    && chown -R jitnet:jitnet /data /var/cache/jitnet
+WORKDIR /home/jitnet
+# Numeric, so the runtime (and Kubernetes' runAsNonRoot) can verify it is not root.
+USER 10001:10001
+
+
+# Load generator for `docker-compose --profile load up`: locust plus the generated stubs.
+FROM app AS loadtest
+USER 0
+RUN pip install --no-cache-dir locust==2.47.0
+COPY loadtest/locustfile.py /opt/loadtest/locustfile.py
+USER 10001:10001
+ENTRYPOINT ["locust", "-f", "/opt/loadtest/locustfile.py"]
+CMD ["--headless", "-u", "10", "-r", "10", "-t", "30s", "--host", "nginx:50051", "--only-summary", "--exit-code-on-error", "1"]
+
+
+FROM app AS runtime
+# Compile every numba kernel into NUMBA_CACHE_DIR now, as the user that serves, so a container
+# is SERVING within seconds. numba keys its cache on the CPU: on a host whose CPU differs from
+# the build machine's, the server recompiles once at startup (the cache dir stays writable for
+# that, and the healthcheck's start period allows for it).
+RUN python -m jitnet.service.warmup
+# 0.0.0.0: reachable from other containers. Grace 8 s: plain `docker stop` waits 10 s before
+# SIGKILL; compose sets 10 s with stop_grace_period 20s.
+ENV JITNET_HOST=0.0.0.0 \
+    JITNET_PORT=50051 \
+    JITNET_DATA_DIR=/data \
+    JITNET_GRACE_SECONDS=8
+VOLUME /data
+EXPOSE 50051
+# Exits 0 only when grpc.health.v1 says SERVING: kernels compiled, stored models loaded, not
+# draining. Uses the port above; change both together.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["jitnet", "health", "--target", "127.0.0.1:50051"]
+# The server drains on SIGTERM: health NOT_SERVING, in-flight calls finish within the grace.
+STOPSIGNAL SIGTERM
+CMD ["jitnet", "serve"]

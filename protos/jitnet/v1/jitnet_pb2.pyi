@@ -1,0 +1,273 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_UNSPECIFIED: _ClassVar[Activation]
+    ACTIVATION_SIGMOID: _ClassVar[Activation]
+    ACTIVATION_TANH: _ClassVar[Activation]
+    ACTIVATION_RELU: _ClassVar[Activation]
+    ACTIVATION_LINEAR: _ClassVar[Activation]
+    ACTIVATION_SOFTMAX: _ClassVar[Activation]
+
+class Loss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_UNSPECIFIED: _ClassVar[Loss]
+    LOSS_MSE: _ClassVar[Loss]
+    LOSS_CROSS_ENTROPY: _ClassVar[Loss]
+
+class Init(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INIT_UNSPECIFIED: _ClassVar[Init]
+    INIT_UNIFORM: _ClassVar[Init]
+    INIT_XAVIER: _ClassVar[Init]
+    INIT_HE: _ClassVar[Init]
+
+class GradientMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRADIENT_MODE_UNSPECIFIED: _ClassVar[GradientMode]
+    GRADIENT_MODE_EXACT: _ClassVar[GradientMode]
+    GRADIENT_MODE_ARTICLE: _ClassVar[GradientMode]
+ACTIVATION_UNSPECIFIED: Activation
+ACTIVATION_SIGMOID: Activation
+ACTIVATION_TANH: Activation
+ACTIVATION_RELU: Activation
+ACTIVATION_LINEAR: Activation
+ACTIVATION_SOFTMAX: Activation
+LOSS_UNSPECIFIED: Loss
+LOSS_MSE: Loss
+LOSS_CROSS_ENTROPY: Loss
+INIT_UNSPECIFIED: Init
+INIT_UNIFORM: Init
+INIT_XAVIER: Init
+INIT_HE: Init
+GRADIENT_MODE_UNSPECIFIED: GradientMode
+GRADIENT_MODE_EXACT: GradientMode
+GRADIENT_MODE_ARTICLE: GradientMode
+
+class Tensor(_message.Message):
+    __slots__ = ("shape", "values", "raw")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    raw: bytes
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., raw: _Optional[bytes] = ...) -> None: ...
+
+class Layer(_message.Message):
+    __slots__ = ("weights", "biases")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BIASES_FIELD_NUMBER: _ClassVar[int]
+    weights: Tensor
+    biases: Tensor
+    def __init__(self, weights: _Optional[_Union[Tensor, _Mapping]] = ..., biases: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class Architecture(_message.Message):
+    __slots__ = ("layer_sizes", "hidden_activation", "output_activation", "loss", "bias", "gradient_mode")
+    LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_MODE_FIELD_NUMBER: _ClassVar[int]
+    layer_sizes: _containers.RepeatedScalarFieldContainer[int]
+    hidden_activation: Activation
+    output_activation: Activation
+    loss: Loss
+    bias: bool
+    gradient_mode: GradientMode
+    def __init__(self, layer_sizes: _Optional[_Iterable[int]] = ..., hidden_activation: _Optional[_Union[Activation, str]] = ..., output_activation: _Optional[_Union[Activation, str]] = ..., loss: _Optional[_Union[Loss, str]] = ..., bias: _Optional[bool] = ..., gradient_mode: _Optional[_Union[GradientMode, str]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "architecture", "version", "epochs_trained", "iterations", "last_loss", "create_time", "update_time", "layers", "parameter_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_TRAINED_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOSS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    architecture: Architecture
+    version: int
+    epochs_trained: int
+    iterations: int
+    last_loss: float
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    layers: _containers.RepeatedCompositeFieldContainer[Layer]
+    parameter_count: int
+    def __init__(self, id: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., version: _Optional[int] = ..., epochs_trained: _Optional[int] = ..., iterations: _Optional[int] = ..., last_loss: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., parameter_count: _Optional[int] = ...) -> None: ...
+
+class CreateModelRequest(_message.Message):
+    __slots__ = ("model_id", "architecture", "init", "seed", "layers")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    architecture: Architecture
+    init: Init
+    seed: int
+    layers: _containers.RepeatedCompositeFieldContainer[Layer]
+    def __init__(self, model_id: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
+
+class CreateModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model_id", "include_weights", "raw")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    include_weights: bool
+    raw: bool
+    def __init__(self, model_id: _Optional[str] = ..., include_weights: _Optional[bool] = ..., raw: _Optional[bool] = ...) -> None: ...
+
+class GetModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "next_page_token")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class DeleteModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("model_id", "inputs", "targets", "epochs", "learning_rate", "batch_size", "momentum", "shuffle", "seed", "target_loss", "report_every")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    SHUFFLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LOSS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    inputs: Tensor
+    targets: Tensor
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    momentum: float
+    shuffle: bool
+    seed: int
+    target_loss: float
+    report_every: int
+    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Union[Tensor, _Mapping]] = ..., epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., momentum: _Optional[float] = ..., shuffle: _Optional[bool] = ..., seed: _Optional[int] = ..., target_loss: _Optional[float] = ..., report_every: _Optional[int] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("epoch", "loss", "iterations", "elapsed_seconds", "model_version", "done")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    loss: float
+    iterations: int
+    elapsed_seconds: float
+    model_version: int
+    done: bool
+    def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., iterations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., model_version: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class StepRequest(_message.Message):
+    __slots__ = ("model_id", "input", "target", "learning_rate", "dry_run")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: _containers.RepeatedScalarFieldContainer[float]
+    target: _containers.RepeatedScalarFieldContainer[float]
+    learning_rate: float
+    dry_run: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Iterable[float]] = ..., target: _Optional[_Iterable[float]] = ..., learning_rate: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class LayerTrace(_message.Message):
+    __slots__ = ("net", "output", "error", "delta", "updated", "before")
+    NET_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    net: _containers.RepeatedScalarFieldContainer[float]
+    output: _containers.RepeatedScalarFieldContainer[float]
+    error: _containers.RepeatedScalarFieldContainer[float]
+    delta: _containers.RepeatedScalarFieldContainer[float]
+    updated: Layer
+    before: Layer
+    def __init__(self, net: _Optional[_Iterable[float]] = ..., output: _Optional[_Iterable[float]] = ..., error: _Optional[_Iterable[float]] = ..., delta: _Optional[_Iterable[float]] = ..., updated: _Optional[_Union[Layer, _Mapping]] = ..., before: _Optional[_Union[Layer, _Mapping]] = ...) -> None: ...
+
+class StepResponse(_message.Message):
+    __slots__ = ("layers", "loss", "model_version")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerTrace]
+    loss: float
+    model_version: int
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTrace, _Mapping]]] = ..., loss: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model_id", "inputs")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    inputs: Tensor
+    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("outputs", "model_version")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    outputs: Tensor
+    model_version: int
+    def __init__(self, outputs: _Optional[_Union[Tensor, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,41 @@
+"""Domain errors. No grpc here: the servicer maps each type to a status through one table."""
+
+
+class JitnetError(Exception):
+    """Base of every error a caller can act on. The message is shown to the user as is."""
+
+
+class InvalidArgument(JitnetError):
+    """The request is malformed: a shape, a value, an enum, a name. Say which field and why."""
+
+
+class NotFound(JitnetError):
+    """No model has that id."""
+
+
+class AlreadyExists(JitnetError):
+    """The model id is taken."""
+
+
+class Busy(JitnetError):
+    """The model is being trained by another call (locally or by another server process)."""
+
+
+class Diverged(JitnetError):
+    """The loss turned non-finite; the model keeps its last committed, finite weights."""
+
+
+class FailedPrecondition(JitnetError):
+    """The request is valid, but the stored state does not allow it (e.g. a corrupt model file)."""
+
+
+class LimitExceeded(JitnetError):
+    """Over a configured limit: parameters, width, rows, work per call, calls at once, disk."""
+
+
+class Unavailable(JitnetError):
+    """The server is draining or cannot serve this now; retrying elsewhere may succeed."""
+
+
+class Cancelled(JitnetError):
+    """The caller cancelled or its deadline passed; the work stopped between chunks."""

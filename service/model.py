@@ -1,0 +1,328 @@
+"""A network: its architecture and one flat parameter buffer, with validation before any kernel.
+
+`Architecture` says what the network is; `Network` holds the weights and runs Predict and Step.
+Training many epochs lives in training.py. Nothing here knows about protobuf or disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import threading
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from . import kernels
+from .errors import InvalidArgument
+
+
+class Activation(enum.IntEnum):
+    SIGMOID = kernels.SIGMOID
+    TANH = kernels.TANH
+    RELU = kernels.RELU
+    LINEAR = kernels.LINEAR
+    SOFTMAX = kernels.SOFTMAX  # output layer only
+
+
+class Loss(enum.IntEnum):
+    MSE = kernels.MSE  # 0.5 * sum((t - y)^2), the article's
+    CROSS_ENTROPY = kernels.CROSS_ENTROPY
+
+
+class Init(enum.IntEnum):
+    UNIFORM = 1  # U[0, 1) for weights and biases, the article's
+    XAVIER = 2  # U(-sqrt(6 / (fan_in + fan_out)), +...), biases 0
+    HE = 3  # N(0, 2 / fan_in), biases 0
+
+
+class GradientMode(enum.IntEnum):
+    EXACT = kernels.EXACT
+    ARTICLE = kernels.ARTICLE  # f'(y) instead of f'(net): the article's arithmetic
+
+
+HIDDEN_ACTIVATIONS = (Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR)
+OUTPUT_ACTIVATIONS = (Activation.SIGMOID, Activation.LINEAR, Activation.SOFTMAX)
+
+# Samples in their stored order (the kernels' `orders` argument with no columns).
+NO_ORDER = np.empty((0, 0), dtype=np.int64)
+NO_ORDER.setflags(write=False)
+
+# Rows a Predict pushes through the layers at once; bounds the scratch memory of a call.
+PREDICT_BLOCK = 256
+
+
+def _enum(kind: type[enum.IntEnum], value, field: str):
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(m.name for m in kind)
+        raise InvalidArgument(f"{field} {value!r} is not one of {names}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a network is. Raises InvalidArgument, naming the field, when it cannot be built."""
+
+    layer_sizes: tuple[int, ...]
+    hidden_activation: Activation = Activation.SIGMOID
+    output_activation: Activation = Activation.SIGMOID
+    loss: Loss = Loss.MSE
+    bias: bool = True
+    gradient_mode: GradientMode = GradientMode.EXACT
+
+    def __post_init__(self):
+        sizes = tuple(self.layer_sizes)
+        if len(sizes) < 2:
+            raise InvalidArgument(
+                f"layer_sizes needs at least two entries (inputs and outputs), got {list(sizes)}"
+            )
+        for position, size in enumerate(sizes):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+                raise InvalidArgument(
+                    f"layer_sizes[{position}] is {size!r}; every layer needs at least 1 neuron"
+                )
+        object.__setattr__(self, "layer_sizes", tuple(int(s) for s in sizes))
+        hidden = _enum(Activation, self.hidden_activation, "hidden_activation")
+        output = _enum(Activation, self.output_activation, "output_activation")
+        loss = _enum(Loss, self.loss, "loss")
+        mode = _enum(GradientMode, self.gradient_mode, "gradient_mode")
+        if hidden not in HIDDEN_ACTIVATIONS:
+            raise InvalidArgument(
+                f"hidden_activation {hidden.name} is for the output layer only; use SIGMOID, "
+                "TANH, RELU or LINEAR"
+            )
+        if output not in OUTPUT_ACTIVATIONS:
+            raise InvalidArgument(
+                f"output_activation {output.name} is not supported; use SIGMOID, LINEAR or SOFTMAX"
+            )
+        if loss == Loss.CROSS_ENTROPY and output not in (Activation.SIGMOID, Activation.SOFTMAX):
+            raise InvalidArgument(
+                "loss CROSS_ENTROPY needs a SOFTMAX or SIGMOID output_activation, "
+                f"not {output.name}; use LOSS_MSE for a {output.name} output"
+            )
+        for name, value in (("hidden_activation", hidden), ("output_activation", output),
+                            ("loss", loss), ("gradient_mode", mode), ("bias", bool(self.bias))):
+            object.__setattr__(self, name, value)
+
+    @property
+    def n_layers(self) -> int:
+        """Layers of neurons (weight matrices): len(layer_sizes) - 1."""
+        return len(self.layer_sizes) - 1
+
+    @functools.cached_property
+    def layout(self) -> np.ndarray:
+        """int64 [n_layers, 5]: fan_in, fan_out, where W and b start in params, first unit."""
+        rows, at, unit = [], 0, self.layer_sizes[0]
+        for fan_in, fan_out in zip(self.layer_sizes, self.layer_sizes[1:]):
+            w_at = at
+            at += fan_in * fan_out
+            b_at = at if self.bias else -1
+            at += fan_out if self.bias else 0
+            rows.append((fan_in, fan_out, w_at, b_at, unit))
+            unit += fan_out
+        layout = np.array(rows, dtype=np.int64)
+        layout.setflags(write=False)
+        return layout
+
+    @property
+    def n_params(self) -> int:
+        return sum(o * i + (o if self.bias else 0)
+                   for i, o in zip(self.layer_sizes, self.layer_sizes[1:]))
+
+    @property
+    def n_units(self) -> int:
+        return sum(self.layer_sizes)
+
+    @functools.cached_property
+    def kinds(self) -> np.ndarray:
+        """int64 [hidden, output, loss, gradient mode], as the kernels take them."""
+        kinds = np.array([self.hidden_activation, self.output_activation, self.loss,
+                          self.gradient_mode], dtype=np.int64)
+        kinds.setflags(write=False)
+        return kinds
+
+    def work_buffers(self, rows: int) -> np.ndarray:
+        """Scratch for `rows` samples at once: nets, outputs, errors, deltas and targets."""
+        return np.zeros((5, rows * self.n_units), dtype=np.float64)
+
+    def describe(self) -> str:
+        sizes = "-".join(map(str, self.layer_sizes))
+        return (f"{sizes} {self.hidden_activation.name.lower()}/"
+                f"{self.output_activation.name.lower()} {self.loss.name.lower()}"
+                f"{'' if self.bias else ' no-bias'} {self.gradient_mode.name.lower()}")
+
+
+def as_matrix(values, columns: int, field: str, *, min_rows: int = 0) -> np.ndarray:
+    """Checks and converts an [n, columns] float64 array: finite, the right width."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1 and columns and array.size == columns:
+        array = array.reshape(1, columns)
+    if array.ndim != 2:
+        raise InvalidArgument(f"{field} must be a 2-D [rows, {columns}] array, got shape "
+                              f"{list(array.shape)}")
+    if array.shape[1] != columns:
+        raise InvalidArgument(f"{field} has {array.shape[1]} columns; the model expects {columns}")
+    if array.shape[0] < min_rows:
+        raise InvalidArgument(f"{field} has {array.shape[0]} rows; at least {min_rows} needed")
+    check_finite(array, field)
+    return np.ascontiguousarray(array)
+
+
+def check_finite(array: np.ndarray, field: str) -> None:
+    if array.size and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0]
+        where = "[" + ", ".join(map(str, bad)) + "]"
+        raise InvalidArgument(f"{field}{where} is {array[tuple(bad)]}; values must be finite")
+
+
+def check_learning_rate(learning_rate: float, field: str = "learning_rate") -> float:
+    rate = float(learning_rate)
+    if not np.isfinite(rate) or rate <= 0.0:
+        raise InvalidArgument(f"{field} is {learning_rate}; it must be a finite number above 0 "
+                              "(the article uses 0.001, XOR trains well with 0.5)")
+    return rate
+
+
+def initial_parameters(arch: Architecture, init: Init, seed: int) -> np.ndarray:
+    """Seeded initial weights: one seed always gives the same parameters."""
+    init = _enum(Init, init, "init")
+    rng = np.random.default_rng(seed)
+    params = np.zeros(arch.n_params, dtype=np.float64)
+    for fan_in, fan_out, w_at, b_at, _ in arch.layout:
+        w = params[w_at : w_at + fan_out * fan_in]
+        if init == Init.UNIFORM:
+            w[:] = rng.random(w.size)
+            if b_at >= 0:
+                params[b_at : b_at + fan_out] = rng.random(fan_out)
+        elif init == Init.XAVIER:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            w[:] = rng.uniform(-limit, limit, w.size)
+        else:
+            w[:] = rng.normal(0.0, np.sqrt(2.0 / fan_in), w.size)
+    return params
+
+
+class LayerTrace(NamedTuple):
+    """One layer of neurons in a Step, as the article writes it out."""
+
+    net: np.ndarray  # weighted sums
+    output: np.ndarray  # activations
+    error: np.ndarray  # output layer: target - output; hidden: sum(delta_next * w)
+    delta: np.ndarray  # error times the activation's derivative
+    weights_before: np.ndarray  # [fan_out, fan_in]
+    biases_before: np.ndarray | None
+    weights: np.ndarray  # after the update
+    biases: np.ndarray | None
+
+
+class StepResult(NamedTuple):
+    layers: list[LayerTrace]
+    loss: float
+    params: np.ndarray  # all parameters after the update
+
+
+class Network:
+    """An architecture and its parameters, stored flat: per layer W [fan_out, fan_in], then b.
+
+    A Network's parameters are never changed in place by Predict or Step, so one Network can be
+    shared by any number of threads; training works on a copy (training.py).
+    """
+
+    def __init__(self, arch: Architecture, params: np.ndarray):
+        params = np.ascontiguousarray(params, dtype=np.float64)
+        if params.shape != (arch.n_params,):
+            raise InvalidArgument(f"the architecture {arch.describe()} has {arch.n_params} "
+                                  f"parameters, got {params.size}")
+        self.arch = arch
+        self.params = params
+        self._scratch = threading.local()  # per-thread predict buffers: no allocation per call
+
+    @classmethod
+    def initialise(cls, arch: Architecture, init: Init = Init.XAVIER, seed: int = 0) -> Network:
+        return cls(arch, initial_parameters(arch, init, seed))
+
+    @classmethod
+    def from_layers(cls, arch: Architecture,
+                    layers: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> Network:
+        """Explicit weights: one (W [fan_out, fan_in], b [fan_out] or None) per layer."""
+        if len(layers) != arch.n_layers:
+            raise InvalidArgument(f"layers has {len(layers)} entries; layer_sizes "
+                                  f"{list(arch.layer_sizes)} needs {arch.n_layers}")
+        params = np.empty(arch.n_params, dtype=np.float64)
+        for k, ((fan_in, fan_out, w_at, b_at, _), (w, b)) in enumerate(zip(arch.layout, layers)):
+            w = np.asarray(w, dtype=np.float64)
+            if w.shape != (fan_out, fan_in):
+                raise InvalidArgument(f"layers[{k}].weights has shape {list(w.shape)}; expected "
+                                      f"[{fan_out}, {fan_in}] ([fan_out, fan_in])")
+            check_finite(w, f"layers[{k}].weights")
+            params[w_at : w_at + w.size] = w.ravel()
+            if arch.bias:
+                if b is None:
+                    raise InvalidArgument(f"layers[{k}].biases is missing; the architecture has "
+                                          f"biases (set bias false for none)")
+                b = np.asarray(b, dtype=np.float64)
+                if b.shape != (fan_out,):
+                    raise InvalidArgument(f"layers[{k}].biases has shape {list(b.shape)}; "
+                                          f"expected [{fan_out}]")
+                check_finite(b, f"layers[{k}].biases")
+                params[b_at : b_at + fan_out] = b
+            elif b is not None and np.asarray(b).size:
+                raise InvalidArgument(f"layers[{k}].biases is set, but the architecture has no "
+                                      "biases (bias is false)")
+        return cls(arch, params)
+
+    def layers(self, params: np.ndarray | None = None):
+        """Per layer (W view [fan_out, fan_in], b view or None) into `params` (default: ours)."""
+        params = self.params if params is None else params
+        out = []
+        for fan_in, fan_out, w_at, b_at, _ in self.arch.layout:
+            w = params[w_at : w_at + fan_out * fan_in].reshape(fan_out, fan_in)
+            b = params[b_at : b_at + fan_out] if b_at >= 0 else None
+            out.append((w, b))
+        return out
+
+    def predict(self, inputs) -> np.ndarray:
+        """outputs [n, n_out] for inputs [n, n_in] (a single sample [n_in] gives [1, n_out])."""
+        arch = self.arch
+        x = as_matrix(inputs, arch.layer_sizes[0], "inputs")
+        out = np.empty((x.shape[0], arch.layer_sizes[-1]), dtype=np.float64)
+        if x.shape[0]:
+            kernels.predict_rows(out, x, self.params, arch.layout, arch.kinds[0], arch.kinds[1],
+                                 self._work(min(x.shape[0], PREDICT_BLOCK)))
+        return out
+
+    def _work(self, rows: int) -> np.ndarray:
+        """This thread's scratch for `rows` samples, reused across calls."""
+        work = getattr(self._scratch, "work", None)
+        if work is None or work.shape[1] < rows * self.arch.n_units:
+            work = np.empty((2, rows * self.arch.n_units), dtype=np.float64)
+            self._scratch.work = work
+        return work[:, : rows * self.arch.n_units]
+
+    def step(self, sample_input, target, learning_rate: float) -> StepResult:
+        """One iteration on one sample, keeping every intermediate value. Does not change self."""
+        arch = self.arch
+        rate = check_learning_rate(learning_rate)
+        x = as_matrix(sample_input, arch.layer_sizes[0], "input")
+        t = as_matrix(target, arch.layer_sizes[-1], "target")
+        if x.shape[0] != 1 or t.shape[0] != 1:
+            raise InvalidArgument("Step takes one sample: input and target must be single rows")
+        params = self.params.copy()
+        grad = np.zeros_like(params)
+        work = arch.work_buffers(1)
+        z, a, e, d, t_buf = work
+        loss = kernels.iteration(params, np.zeros(0), grad, z, a, e, d, t_buf, arch.layout,
+                                 arch.kinds, x, t, NO_ORDER, 0, 0, 1, rate, 0.0)
+        before, after = self.layers(), self.layers(params)
+        traces = []
+        for (fan_in, fan_out, _, _, u_at), (w0, b0), (w1, b1) in zip(arch.layout, before, after):
+            span = slice(u_at, u_at + fan_out)
+            traces.append(LayerTrace(z[span].copy(), a[span].copy(), e[span].copy(),
+                                     d[span].copy(), w0.copy(), None if b0 is None else b0.copy(),
+                                     w1, b1))
+        return StepResult(traces, float(loss), params)
+
+    def __repr__(self) -> str:
+        return f"Network({self.arch.describe()}, {self.arch.n_params} parameters)"
