@@ -39,3 +39,12 @@ class Unavailable(JitnetError):
 
 class Cancelled(JitnetError):
     """The caller cancelled or its deadline passed; the work stopped between chunks."""
+
+
+class DiskFull(LimitExceeded):
+    """A write failed because the data directory's disk is full; the previous version is kept."""
+
+
+class StorageFailed(JitnetError):
+    """A write to the data directory failed for another reason (EIO, permissions); the previous
+    version is kept. Maps to INTERNAL, but its message (what failed, the OS's reason) is shown."""

@@ -294,12 +294,13 @@ class Network:
         return out
 
     def _work(self, rows: int) -> np.ndarray:
-        """This thread's scratch for `rows` samples, reused across calls."""
+        """This thread's scratch for at least `rows` samples, reused across calls. Returned
+        whole (contiguous): predict_rows takes its block size from the buffer's width."""
         work = getattr(self._scratch, "work", None)
         if work is None or work.shape[1] < rows * self.arch.n_units:
             work = np.empty((2, rows * self.arch.n_units), dtype=np.float64)
             self._scratch.work = work
-        return work[:, : rows * self.arch.n_units]
+        return work
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""

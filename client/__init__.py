@@ -1,0 +1,38 @@
+"""jitnet's client side: `Client` (numpy in/out, a deadline on every call, typed errors) and the
+`jitnet` command (cli.py). Nothing here imports the service or numba."""
+
+from .client import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+    Client,
+    LayerStep,
+    Model,
+    Progress,
+    StepTrace,
+    from_tensor,
+    to_tensor,
+)
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    JitnetError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+
+__all__ = [
+    "DEFAULT_TARGET", "DEFAULT_TIMEOUT", "AsyncClient", "Client", "LayerStep", "Model",
+    "Progress", "StepTrace", "from_tensor", "to_tensor",
+    "Aborted", "AlreadyExists", "Cancelled", "DeadlineExceeded", "FailedPrecondition",
+    "Internal", "InvalidArgument", "JitnetError", "NotFound", "PermissionDenied",
+    "ResourceExhausted", "Unauthenticated", "Unavailable",
+]

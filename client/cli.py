@@ -1,0 +1,610 @@
+"""`jitnet`: the command line.
+
+    jitnet demo                                    # the article's step explained, then XOR
+    jitnet serve --port 50051 --data-dir ./models
+    jitnet create --id xor --layers 2,4,1 --init uniform
+    jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --target-loss 0.001
+    jitnet predict xor --input 0,1 --input 1,1
+    jitnet create --article --id article
+    jitnet step article --input 0,1 --expect 1 --learning-rate 0.001 --explain
+    jitnet models list | show ID [--weights] | delete ID
+    jitnet health                                  # exit 0 iff SERVING
+
+Connection flags go before or after the command: --target (JITNET_TARGET, default
+127.0.0.1:50051), --timeout (seconds per call, default 30; Train has none), --token
+(JITNET_TOKEN), --tls, --ca-cert FILE.
+
+Errors print one line to stderr, `error: NOT_FOUND: model 'm1' not found`, and the exit code
+says what kind (client/errors.py has the table): 2 a bad argument or INVALID_ARGUMENT, 3
+NOT_FOUND, 4 ALREADY_EXISTS, 5 ABORTED, 6 FAILED_PRECONDITION, 7 RESOURCE_EXHAUSTED,
+8 UNAVAILABLE, 9 DEADLINE_EXCEEDED, 10 CANCELLED, 11 UNAUTHENTICATED, 12 INTERNAL, 1 anything
+else (and `health` when the server answers but is not SERVING), 130 Ctrl-C.
+
+Only `serve` and `demo` import the server (and with it numba); every other command stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from . import datasets, explain
+from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, Model, Progress, choices
+from .errors import AlreadyExists, JitnetError
+
+# The article's network (api.md, "The article's worked example").
+ARTICLE_LAYERS = [
+    np.array([[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]),  # input -> hidden, [4, 2]
+    np.array([[0.6, 0.7, 0.3, 0.4]]),  # hidden -> output, [1, 4]
+]
+ARTICLE_ARCHITECTURE = dict(hidden="sigmoid", output="sigmoid", loss="mse", bias=False,
+                            gradient_mode="article")
+
+EXIT_USAGE = 2
+EXIT_NOT_SERVING = 1
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command line; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message, and no sys.exit
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+def _floats(text: str) -> list[float]:
+    """'0,1' or '0 1' -> [0.0, 1.0]."""
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.replace("-", ",").replace(" ", ",").split(",") if v]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected layer sizes like 2,4,1, got {text!r}")
+    return sizes
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+        return value
+    return parse
+
+
+def _enum(kind: str):
+    names = choices(kind)
+
+    def parse(text: str) -> str:
+        name = text.strip().lower().replace("-", "_")
+        if name not in names:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
+        return name
+    return parse
+
+
+def _connection_flags(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The same flags on the main parser (with defaults) and on each command (SUPPRESS, so a
+    flag given before the command is not reset by the command's parser)."""
+    def default(value):
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection")
+    target = os.environ.get("JITNET_TARGET") or DEFAULT_TARGET
+    group.add_argument("--target", default=default(target),
+                       help="server address host:port [JITNET_TARGET, default %s]" % DEFAULT_TARGET)
+    group.add_argument("--timeout", type=_positive(float), default=default(DEFAULT_TIMEOUT),
+                       help="deadline of each call in seconds (default 30; train has none)")
+    group.add_argument("--token", default=default(os.environ.get("JITNET_TOKEN") or None),
+                       help="bearer token the server asks for [JITNET_TOKEN]")
+    group.add_argument("--tls", action="store_true", default=default(False),
+                       help="connect with TLS (the system's root certificates)")
+    group.add_argument("--ca-cert", metavar="FILE", default=default(None),
+                       help="PEM root certificate(s) to trust; implies --tls")
+
+
+def _data_flags(parser: argparse.ArgumentParser, *, targets_required: bool) -> None:
+    group = parser.add_argument_group(
+        "data (one of --data, --inputs, --csv" + ("" if targets_required else ", --input") + ")")
+    group.add_argument("--data", choices=sorted(datasets.BUILTIN),
+                       help="a built-in data set (digits and iris need scikit-learn)")
+    group.add_argument("--inputs", metavar="FILE", help="inputs [rows, n_in] as .npy or .csv")
+    group.add_argument("--targets", metavar="FILE", help="targets [rows, n_out] as .npy or .csv")
+    group.add_argument("--csv", metavar="FILE",
+                       help="one CSV with inputs and targets; see --target-columns")
+    group.add_argument("--target-columns", type=int, default=1 if targets_required else 0,
+                       metavar="N", help="the last N columns of --csv are targets (default %s)"
+                       % (1 if targets_required else 0))
+
+
+def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
+    """The `jitnet` parser. `serve`'s flags come from the server's config module, which is
+    imported only when `serve_flags` is set (main sets it when the command is serve)."""
+    parser = _Parser(prog="jitnet", description="Train, serve and explain small neural "
+                     "networks.", epilog="Run 'jitnet COMMAND --help' for a command's flags.")
+    _connection_flags(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name: str, help: str, connection: bool = True, **kwargs) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help, **kwargs)
+        if connection:
+            _connection_flags(p, top=False)
+        return p
+
+    p = command("serve", "run the server (flags also as JITNET_* variables)", connection=False)
+    if serve_flags:
+        from jitnet.service import config as service_config
+        service_config.add_arguments(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = command("demo", "start a server in-process, explain the article's step, train XOR",
+                connection=False)
+    p.add_argument("--data-dir", help="keep the models here (default: a temporary directory)")
+    p.add_argument("--epochs", type=int, default=5000, help="most XOR epochs (default 5000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+    p = command("create", "create a model")
+    p.add_argument("--id", default="", help="model id (default: the server makes one)")
+    p.add_argument("--layers", type=_sizes, metavar="SIZES",
+                   help="layer sizes, inputs first, e.g. 2,4,1")
+    p.add_argument("--hidden", type=_enum("activation"), default="sigmoid",
+                   help=f"hidden activation: {', '.join(choices('activation'))} (default sigmoid)")
+    p.add_argument("--output", type=_enum("activation"), default="sigmoid",
+                   help="output activation (default sigmoid)")
+    p.add_argument("--loss", type=_enum("loss"), default="mse",
+                   help=f"{', '.join(choices('loss'))} (default mse)")
+    p.add_argument("--no-bias", action="store_true", help="no biases (the article has none)")
+    p.add_argument("--gradient-mode", type=_enum("gradient_mode"), default="exact",
+                   help="exact, or article: the article's f(y) * (1 - f(y)) (default exact)")
+    p.add_argument("--init", type=_enum("init"), default="xavier",
+                   help="uniform (U[0,1), the article's), xavier or he (default xavier)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--weights", metavar="FILE.json",
+                   help='explicit weights: [{"weights": [[...]], "biases": [...]}, ...] per layer')
+    p.add_argument("--article", action="store_true",
+                   help="the article's 2-4-1 network: sigmoid, no bias, article gradients and "
+                        "weights")
+    p.set_defaults(func=_cmd_create)
+
+    p = command("train", "train a model, with a progress bar")
+    p.add_argument("model", help="model id")
+    _data_flags(p, targets_required=True)
+    p.add_argument("--epochs", type=_positive(int), required=True)
+    p.add_argument("--learning-rate", "--lr", type=_positive(float), required=True)
+    p.add_argument("--batch-size", type=int, default=1, help="samples per update (default 1)")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--shuffle", action="store_true", help="shuffle the rows every epoch")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    p.add_argument("--target-loss", type=float, default=0.0,
+                   help="stop once an epoch's mean loss is at or below this (default 0: never)")
+    p.add_argument("--report-every", type=int, default=0,
+                   help="epochs between progress reports (default 0: about once a second)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = command("predict", "run a model forward")
+    p.add_argument("model", help="model id")
+    p.add_argument("--input", type=_floats, action="append", metavar="X1,X2,...",
+                   help="one input row; repeat for more")
+    _data_flags(p, targets_required=False)
+    p.set_defaults(func=_cmd_predict)
+
+    p = command("step", "one iteration on one sample, with every intermediate value")
+    p.add_argument("model", help="model id")
+    p.add_argument("--input", type=_floats, required=True, metavar="X1,X2,...")
+    p.add_argument("--expect", type=_floats, required=True, metavar="T1,...",
+                   help="the target output for this input (the article's `target`; --target is "
+                        "the server's address)")
+    p.add_argument("--learning-rate", "--lr", type=_positive(float), required=True)
+    p.add_argument("--dry-run", action="store_true", help="compute and show, keep the weights")
+    p.add_argument("--explain", action="store_true",
+                   help="write out the arithmetic line by line, as the article does")
+    p.set_defaults(func=_cmd_step)
+
+    p = command("models", "list, show or delete models")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    sub.required = True
+    q = sub.add_parser("list", help="every model")
+    _connection_flags(q, top=False)
+    q.set_defaults(func=_cmd_models_list)
+    q = sub.add_parser("show", help="one model, optionally with its weights")
+    _connection_flags(q, top=False)
+    q.add_argument("model", help="model id")
+    q.add_argument("--weights", action="store_true", help="print the weights and biases")
+    q.set_defaults(func=_cmd_models_show)
+    q = sub.add_parser("delete", help="delete a model")
+    _connection_flags(q, top=False)
+    q.add_argument("model", help="model id")
+    q.set_defaults(func=_cmd_models_delete)
+
+    p = command("health", "the server's health; exit 0 iff SERVING")
+    p.add_argument("--service", default="", help="service name (default: the whole server)")
+    p.set_defaults(func=_cmd_health)
+    return parser
+
+
+# --- main ----------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(serve_flags="serve" in argv).parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except JitnetError as e:
+        return _fail(str(e), e.exit_code)
+    except datasets.DataError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except OSError as e:
+        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _client(args) -> Client:
+    return Client(args.target, timeout=args.timeout, tls=bool(args.tls or args.ca_cert),
+                  root_certificates=args.ca_cert, token=args.token)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def _cmd_serve(args) -> int:
+    from jitnet.service import config as service_config
+    from jitnet.service import server
+
+    try:
+        cfg = service_config.Config.from_namespace(args)
+    except ValueError as e:  # ConfigError names the flag and the variable
+        raise UsageError(str(e)) from None
+    return server.run(cfg)
+
+
+def _load_layers(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8") as f:
+            layers = json.load(f)
+    except json.JSONDecodeError as e:
+        raise datasets.DataError(f"{path}: not JSON ({e})") from None
+    if not isinstance(layers, list):
+        raise datasets.DataError(f"{path}: expected a list with one entry per layer")
+    return layers
+
+
+def _cmd_create(args) -> int:
+    if args.article:
+        sizes, kwargs, layers = [2, 4, 1], dict(ARTICLE_ARCHITECTURE), ARTICLE_LAYERS
+    else:
+        if args.layers is None:
+            raise UsageError("--layers is required (e.g. --layers 2,4,1), or use --article")
+        sizes = args.layers
+        kwargs = dict(hidden=args.hidden, output=args.output, loss=args.loss,
+                      bias=not args.no_bias, gradient_mode=args.gradient_mode)
+        layers = _load_layers(args.weights) if args.weights else None
+    with _client(args) as client:
+        model = client.create_model(sizes, init=args.init, seed=args.seed, layers=layers,
+                                    model_id=args.id, **kwargs)
+    print(f"created model '{model.id}': {model.describe()}, {model.parameter_count} "
+          f"parameters, version {model.version}")
+    return 0
+
+
+def _load_data(args, *, targets_required: bool) -> datasets.DataSet:
+    given = [flag for flag, value in (("--data", args.data), ("--inputs", args.inputs),
+                                      ("--csv", args.csv),
+                                      ("--input", getattr(args, "input", None)))
+             if value]
+    if len(given) != 1:
+        what = "--data, --inputs or --csv" + ("" if targets_required else " or --input")
+        raise UsageError(f"give one of {what}" + (f", not {' and '.join(given)}" if given else ""))
+    if args.data:
+        data = datasets.builtin(args.data)
+    elif args.csv:
+        data = datasets.load_csv(args.csv, args.target_columns)
+    elif args.inputs:
+        targets = datasets.load_array(args.targets) if args.targets else None
+        data = datasets.DataSet(datasets.load_array(args.inputs), targets,
+                                os.path.basename(args.inputs))
+    else:
+        rows = args.input
+        if len({len(r) for r in rows}) != 1:
+            raise UsageError("every --input needs the same number of values")
+        data = datasets.DataSet(np.array(rows, dtype=np.float64), None, "--input")
+    if targets_required and data.targets is None:
+        raise UsageError("training needs targets: --targets FILE with --inputs, "
+                         "--target-columns N with --csv, or --data")
+    if data.targets is not None and data.targets.shape[0] != data.inputs.shape[0]:
+        raise UsageError(f"{data.inputs.shape[0]} input rows but {data.targets.shape[0]} "
+                         "target rows")
+    return data
+
+
+class ProgressBar:
+    """One line on stderr, redrawn in place on a terminal: epochs, bar, loss, time. Off a
+    terminal (logs, pipes) it writes a plain line at most every `every` seconds."""
+
+    def __init__(self, total: int, stream=None, enabled: bool = True, width: int = 24,
+                 every: float = 5.0):
+        self.total, self.width, self.every = total, width, every
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.last = time.monotonic()
+
+    def line(self, p: Progress) -> str:
+        share = min(1.0, p.epoch / self.total) if self.total else 1.0
+        filled = int(round(share * self.width))
+        bar = "#" * filled + "." * (self.width - filled)
+        return (f"epoch {p.epoch:>{len(str(self.total))}}/{self.total} [{bar}] "
+                f"loss {explain.fmt(p.loss, 4):<10} {p.elapsed_seconds:.1f} s")
+
+    def update(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r" + self.line(p))
+            self.stream.flush()
+            self.drawn = True
+        elif time.monotonic() - self.last >= self.every and not p.done:
+            self.stream.write(self.line(p) + "\n")
+            self.stream.flush()
+            self.last = time.monotonic()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _train(client: Client, model_id: str, data: datasets.DataSet, bar: ProgressBar,
+           **options) -> Progress | None:
+    last = None
+    progress = client.train(model_id, data.inputs, data.targets, **options)
+    try:
+        for last in progress:
+            bar.update(last)
+    finally:
+        progress.close()  # on Ctrl-C: cancels the call; the model keeps its last commit
+        bar.close()
+    return last
+
+
+def _trained_line(model_id: str, p: Progress | None, target_loss: float) -> str:
+    if p is None:
+        return f"model '{model_id}': no progress reported"
+    why = (f"reached the target loss {explain.fmt(target_loss)}"
+           if target_loss and p.loss <= target_loss else "all epochs done")
+    return (f"trained '{model_id}': {p.epoch} epochs, {p.iterations} iterations, loss "
+            f"{explain.fmt(p.loss)} ({why}), version {p.version}, {p.elapsed_seconds:.3g} s")
+
+
+def _cmd_train(args) -> int:
+    data = _load_data(args, targets_required=True)
+    bar = ProgressBar(args.epochs, enabled=not args.no_progress)
+    with _client(args) as client:
+        last = _train(client, args.model, data, bar, epochs=args.epochs,
+                      learning_rate=args.learning_rate, batch_size=args.batch_size,
+                      momentum=args.momentum, shuffle=args.shuffle, seed=args.seed,
+                      target_loss=args.target_loss, report_every=args.report_every)
+    print(_trained_line(args.model, last, args.target_loss))
+    return 0
+
+
+def _row(values) -> str:
+    return " ".join(explain.fmt(v) for v in np.ravel(values))
+
+
+def _cmd_predict(args) -> int:
+    data = _load_data(args, targets_required=False)
+    with _client(args) as client:
+        outputs, version = client.predict(args.model, data.inputs, with_version=True)
+    if data.targets is None:
+        for row in outputs:
+            print(_row(row))
+        return 0
+    n = outputs.shape[0]
+    if n <= 20:
+        for x, t, y in zip(data.inputs, data.targets, outputs):
+            print(f"{_row(x)} -> {_row(y)}   (target {_row(t)})")
+    accuracy = datasets.accuracy(outputs, data.targets)
+    right = int(round(accuracy * n))
+    print(f"accuracy {right}/{n} = {100 * accuracy:.1f}% on {data.name} (model '{args.model}' "
+          f"version {version})")
+    return 0
+
+
+def _cmd_step(args) -> int:
+    with _client(args) as client:
+        model = client.get_model(args.model)
+        trace = client.step(args.model, args.input, args.expect, args.learning_rate,
+                            dry_run=args.dry_run)
+    print(explain.explain(trace, model) if args.explain else explain.table(trace))
+    return 0
+
+
+def _when(t) -> str:
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def _cmd_models_list(args) -> int:
+    with _client(args) as client:
+        models = client.list_models()
+    if not models:
+        print("no models")
+        return 0
+    rows = [("ID", "LAYERS", "ACTIVATIONS", "LOSS", "VERSION", "EPOCHS", "LAST LOSS", "UPDATED")]
+    for m in models:
+        rows.append((m.id, "-".join(map(str, m.layer_sizes)),
+                     f"{m.hidden_activation}/{m.output_activation}", m.loss, str(m.version),
+                     str(m.epochs_trained), explain.fmt(m.last_loss), _when(m.update_time)))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _describe(m: Model) -> list[str]:
+    return [
+        f"id:             {m.id}",
+        f"architecture:   {m.describe()}",
+        f"parameters:     {m.parameter_count}",
+        f"version:        {m.version}",
+        f"epochs trained: {m.epochs_trained}",
+        f"iterations:     {m.iterations}",
+        f"last loss:      {explain.fmt(m.last_loss)}",
+        f"created:        {_when(m.create_time)}",
+        f"updated:        {_when(m.update_time)}",
+    ]
+
+
+def _cmd_models_show(args) -> int:
+    with _client(args) as client:
+        m = client.get_model(args.model, include_weights=args.weights)
+    lines = _describe(m)
+    n = len(m.layer_sizes) - 1
+    for k, (w, b) in enumerate(m.layers or ()):
+        tag = "o" if k == n - 1 else ("h" if n == 2 else f"h{k + 1}")
+        lines.append(f"layer {k + 1} ({tag}) weights [{w.shape[0]}, {w.shape[1]}] "
+                     "(a row per neuron, a column per input):")
+        lines.extend(f"  {_row(row)}" for row in w)
+        if b is not None:
+            lines.append(f"layer {k + 1} ({tag}) biases: {_row(b)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _cmd_models_delete(args) -> int:
+    with _client(args) as client:
+        client.delete_model(args.model)
+    print(f"deleted model '{args.model}'")
+    return 0
+
+
+def _cmd_health(args) -> int:
+    with _client(args) as client:
+        status = client.health(args.service)
+    print(status)
+    return 0 if status == "SERVING" else EXIT_NOT_SERVING
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+def _cmd_demo(args) -> int:
+    import tempfile
+
+    from jitnet.service import config as service_config
+    from jitnet.service import server as service_server
+
+    with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
+        data_dir = args.data_dir or tmp
+        cfg = service_config.Config(host="127.0.0.1", port=0, data_dir=data_dir,
+                                    log_level="WARNING")
+        handle = service_server.create_server(cfg)
+        handle.start()  # answers at once; SERVING once the kernels are compiled (or cached)
+        try:
+            with Client(f"127.0.0.1:{handle.port}", timeout=DEFAULT_TIMEOUT) as client:
+                _wait_for(handle, client)
+                print(f"jitnet demo: a server on 127.0.0.1:{handle.port}, models in {data_dir}")
+                return _demo(client, args)
+        finally:
+            handle.drain(0).wait(10)
+
+
+def _wait_for(handle, client: Client, seconds: float = 300.0) -> None:
+    """Until the in-process server is SERVING (a cold numba cache means compiling first)."""
+    deadline = time.monotonic() + seconds
+    told = False
+    while True:
+        try:
+            client.wait_until_serving(1.0)
+            return
+        except JitnetError:
+            problem = getattr(handle, "startup_error", None)
+            if problem is not None:
+                raise JitnetError(f"the server could not start: {problem}") from None
+            if time.monotonic() > deadline:
+                raise
+            if not told:
+                print("compiling the kernels (only the first run takes this long) ...",
+                      file=sys.stderr)
+                told = True
+
+
+def _create_fresh(client: Client, model_id: str, sizes, **kwargs) -> Model:
+    """Creates model_id, or a server-named model when --data-dir already holds that id."""
+    try:
+        return client.create_model(sizes, model_id=model_id, **kwargs)
+    except AlreadyExists:
+        return client.create_model(sizes, **kwargs)
+
+
+def _demo(client: Client, args) -> int:
+    article = _create_fresh(client, "article", [2, 4, 1], layers=ARTICLE_LAYERS,
+                            **ARTICLE_ARCHITECTURE)
+    print()
+    print("1. The article's network: 2-4-1, sigmoid, no bias, its weights and its arithmetic.")
+    print("   One step on input (0, 1), target 1, learning rate 0.001 (a dry run):")
+    print()
+    trace = client.step(article.id, [0, 1], [1], 0.001, dry_run=True)
+    print("\n".join("   " + line if line else "" for line in
+                    explain.explain(trace, article).splitlines()))
+
+    print()
+    print("2. XOR: a fresh 2-4-1 with biases, U[0, 1) weights (seed 0), learning rate 0.5,")
+    print(f"   one sample at a time, up to {args.epochs} epochs or a loss of 0.001.")
+    xor = _create_fresh(client, "xor", [2, 4, 1], init="uniform", seed=0)
+    data = datasets.xor()
+    bar = ProgressBar(args.epochs, enabled=not args.no_progress)
+    last = _train(client, xor.id, data, bar, epochs=args.epochs, learning_rate=0.5,
+                  target_loss=0.001)
+    print("   " + _trained_line(xor.id, last, 0.001))
+    outputs = client.predict(xor.id, data.inputs)
+    print()
+    print("   x1  x2  target  output")
+    right = 0
+    for x, t, y in zip(data.inputs, data.targets[:, 0], outputs[:, 0]):
+        ok = (y > 0.5) == (t > 0.5)
+        right += ok
+        print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")
+    print()
+    if right != len(outputs):
+        print(f"error: only {right} of {len(outputs)} XOR outputs are on the right side of 0.5",
+              file=sys.stderr)
+        return 1
+    print("   All four on the right side of 0.5. Stopping the server.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Every server setting, in one place: a flag and a `JITNET_*` environment variable each.
+
+Precedence: a flag on the command line beats the environment, which beats the default.
+
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)              # `jitnet serve` does this on its subparser
+    cfg = config.Config.from_namespace(parser.parse_args())
+    cfg = config.Config.from_env()            # no flags: environment and defaults only
+
+Nothing here imports grpc, numpy or numba, so the CLI can build its parser cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, NamedTuple
+
+MIB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use; the message names the flag and variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one call may ask of the server. Checked before anything is allocated."""
+
+    max_parameters: int = 10_000_000  # weights and biases of one model
+    max_layer_width: int = 65536  # neurons in one layer (inputs and outputs included)
+    max_layers: int = 64  # layers of neurons (weight matrices) in one model
+    max_rows: int = 1_000_000  # rows in one Train or Predict data set
+    max_work: float = 1e10  # epochs x rows in one Train call
+    max_message_bytes: int = 64 * MIB  # one request or response message
+    max_concurrent_calls: int = 64  # calls in flight at once (running or queued)
+
+    def hint(self, field: str) -> str:
+        """`max_rows = 1000000 (--max-rows / JITNET_MAX_ROWS)`: for error messages."""
+        setting = _BY_FIELD[field]
+        return f"{field} = {_show(getattr(self, field))} ({setting.flag} / {setting.env})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 50051  # 0: any free port (tests)
+    data_dir: str = "./jitnet-data"
+    workers: int = 8  # threads serving calls
+    grace_seconds: float = 10.0  # on SIGTERM, how long calls in flight may take to finish
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    tls_cert: str | None = None  # PEM files; TLS is served when both are set
+    tls_key: str | None = None
+    auth_token: str | None = None  # when set, calls need `authorization: Bearer <token>`
+    log_level: str = "INFO"
+    refresh_seconds: float = 0.5  # how stale another process's commit may look at most
+
+    def __post_init__(self):
+        for setting in SETTINGS:
+            owner = self.limits if setting.in_limits else self
+            if setting.check is not None:
+                problem = setting.check(getattr(owner, setting.field))
+                if problem:
+                    raise ConfigError(f"{setting.flag} / {setting.env}: {problem}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both --tls-cert / JITNET_TLS_CERT and "
+                              "--tls-key / JITNET_TLS_KEY, or neither")
+
+    @property
+    def address(self) -> str:
+        """host:port for binding, with IPv6 hosts bracketed."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace | None,
+                       env: Mapping[str, str] | None = None) -> Config:
+        """Flags (attributes of `ns` that are not None) over `env` (default os.environ) over
+        the defaults. Raises ConfigError naming the flag and variable of a bad value."""
+        env = os.environ if env is None else env
+        top: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = getattr(ns, setting.dest, None) if ns is not None else None
+            if value is None and env.get(setting.env, "") != "":
+                raw = env[setting.env]
+                try:
+                    value = setting.parse(raw)
+                except ValueError:
+                    raise ConfigError(f"{setting.env}={raw!r} is not a valid {setting.kind} "
+                                      f"for {setting.flag}") from None
+            if value is not None:
+                (limits if setting.in_limits else top)[setting.field] = value
+        return cls(limits=Limits(**limits), **top)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        return cls.from_namespace(None, env)
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings table: one row per setting, driving flags, environment and validation.
+
+
+class Setting(NamedTuple):
+    field: str
+    parse: Callable[[str], Any]
+    kind: str
+    help: str
+    in_limits: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "JITNET_" + self.field.upper()
+
+    @property
+    def dest(self) -> str:
+        # A prefix keeps our namespace attributes apart from the CLI's own on a shared parser.
+        return "jitnet_" + self.field
+
+
+def _at_least(low):
+    return lambda v: None if v >= low else f"must be at least {low}, got {v}"
+
+
+def _number(raw: str) -> float:
+    return float(raw.replace("_", ""))
+
+
+def _integer(raw: str) -> int:
+    value = float(raw.replace("_", ""))  # accepts 1e7 as well as 10000000
+    if value != int(value):
+        raise ValueError(raw)
+    return int(value)
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw or None
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(raw)
+    return level
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "host", "address to listen on (default 0.0.0.0: every interface)"),
+    Setting("port", int, "port", "port to listen on; 0 picks a free one (default 50051)",
+            check=lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v}"),
+    Setting("data_dir", str, "path", "directory holding the models (default ./jitnet-data); "
+            "several servers may share one"),
+    Setting("workers", int, "integer", "threads serving calls (default 8)", check=_at_least(1)),
+    Setting("grace_seconds", _number, "number", "on SIGTERM, seconds calls in flight get to "
+            "finish before they are cut (default 10)", check=_at_least(0)),
+    Setting("tls_cert", _optional_text, "path", "PEM certificate chain; with --tls-key, serve TLS"),
+    Setting("tls_key", _optional_text, "path", "PEM private key; with --tls-cert, serve TLS"),
+    Setting("auth_token", _optional_text, "text", "when set, calls need the metadata "
+            "`authorization: Bearer <token>` (health and reflection excepted)"),
+    Setting("log_level", _log_level, "level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    Setting("refresh_seconds", _number, "number", "how often a cached model is checked against "
+            "its file, for servers sharing a data directory (default 0.5)", check=_at_least(0)),
+    Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
+            "(default 10000000)", in_limits=True, check=_at_least(1)),
+    Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",
+            in_limits=True, check=_at_least(1)),
+    Setting("max_layers", _integer, "integer", "most layers of neurons in one model (default 64)",
+            in_limits=True, check=_at_least(1)),
+    Setting("max_rows", _integer, "integer", "most rows in one Train or Predict (default 1000000)",
+            in_limits=True, check=_at_least(1)),
+    Setting("max_work", _number, "number", "most epochs x rows in one Train call (default 1e10)",
+            in_limits=True, check=_at_least(1)),
+    Setting("max_message_bytes", _integer, "integer", "largest request or response message in "
+            "bytes (default 64 MiB)", in_limits=True, check=_at_least(1024)),
+    Setting("max_concurrent_calls", _integer, "integer", "most calls in flight at once; more "
+            "get RESOURCE_EXHAUSTED (default 64)", in_limits=True, check=_at_least(1)),
+)
+_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting. Flags default to None, so `from_namespace` can tell a flag
+    given on the command line from one left to the environment or the default."""
+    group = parser.add_argument_group("server settings (each also a JITNET_* variable)")
+    for setting in SETTINGS:
+        group.add_argument(setting.flag, dest=setting.dest, type=setting.parse, default=None,
+                           metavar=setting.kind.upper(), help=f"{setting.help} [{setting.env}]")

@@ -1,0 +1,228 @@
+"""Protobuf <-> numpy and domain objects, both ways, and nothing else.
+
+Tensors: exactly one of `values` or `raw` (little-endian float64) carries the data; a tensor with
+a zero dimension carries neither. Decoded arrays are always fresh, writable, native float64 and
+C-contiguous, so the kernels see one array type whichever form the client used (warmup.py
+compiles exactly that type). Enum fields use api.md's defaults for UNSPECIFIED and reject
+numbers the proto does not define.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from google.protobuf import timestamp_pb2
+
+from jitnet.v1 import jitnet_pb2 as pb
+
+from .errors import InvalidArgument
+from .model import Activation, Architecture, GradientMode, Init, Loss, StepResult
+from .training import Progress, TrainOptions
+
+_LE_F8 = np.dtype("<f8")
+
+
+# -- tensors ----------------------------------------------------------------------------------
+
+
+def shape_of(tensor: pb.Tensor) -> list[int]:
+    return list(tensor.shape)
+
+
+def rows_of(tensor: pb.Tensor) -> int:
+    """The first dimension, read before anything is decoded (for the row limits)."""
+    return int(tensor.shape[0]) if len(tensor.shape) else 0
+
+
+def is_raw(tensor: pb.Tensor) -> bool:
+    """Whether a request used the raw form; its reply then uses it too."""
+    return bool(tensor.raw)
+
+
+def to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """The tensor's data as a fresh float64 array of its shape. Checks sizes before decoding."""
+    shape = [int(d) for d in tensor.shape]
+    has_values, has_raw = len(tensor.values) > 0, len(tensor.raw) > 0
+    if has_values and has_raw:
+        raise InvalidArgument(f"{field} sets both values and raw; send the data in exactly one")
+    if not shape:
+        raise InvalidArgument(f"{field}.shape is empty; give the tensor's dimensions, e.g. "
+                              "[rows, columns]")
+    count = math.prod(shape)
+    if count == 0:
+        if has_values or has_raw:
+            raise InvalidArgument(f"{field} has shape {shape} with a zero dimension, so it "
+                                  "carries no data, but values or raw is set")
+        return np.zeros(shape, dtype=np.float64)
+    if has_raw:
+        if len(tensor.raw) != 8 * count:
+            raise InvalidArgument(f"{field}.raw has {len(tensor.raw)} bytes; shape {shape} "
+                                  f"needs 8 x {count} = {8 * count} (little-endian float64)")
+        array = np.frombuffer(tensor.raw, dtype=_LE_F8).astype(np.float64, copy=True)
+    else:
+        if len(tensor.values) != count:
+            raise InvalidArgument(f"{field}.values has {len(tensor.values)} numbers; shape "
+                                  f"{shape} needs {count}")
+        array = np.fromiter(tensor.values, dtype=np.float64, count=count)
+    return array.reshape(shape)
+
+
+def from_array(array: np.ndarray, raw: bool) -> pb.Tensor:
+    array = np.asarray(array, dtype=np.float64)
+    tensor = pb.Tensor(shape=array.shape)
+    if array.size:
+        if raw:
+            tensor.raw = np.ascontiguousarray(array, dtype=_LE_F8).tobytes()
+        else:
+            tensor.values.extend(array.ravel().tolist())
+    return tensor
+
+
+def vector(values: Sequence[float]) -> np.ndarray:
+    """A repeated double field (Step's input and target) as a fresh float64 array."""
+    return np.fromiter(values, dtype=np.float64, count=len(values))
+
+
+# -- enums and the architecture -----------------------------------------------------------------
+
+
+def _enum(value: int, proto_enum, kind, default, field: str):
+    """An enum field: 0 (UNSPECIFIED) is the default; numbers the proto lacks are rejected."""
+    if value == 0:
+        return default
+    if value not in proto_enum.values():
+        names = ", ".join(n for n in proto_enum.keys() if not n.endswith("_UNSPECIFIED"))
+        raise InvalidArgument(f"{field} is {value}, not a value of {proto_enum.DESCRIPTOR.name}; "
+                              f"use one of {names}")
+    prefix = _PREFIX[proto_enum.DESCRIPTOR.name]
+    return kind[proto_enum.Name(value)[len(prefix):]]
+
+
+_PREFIX = {"Activation": "ACTIVATION_", "Loss": "LOSS_", "Init": "INIT_",
+           "GradientMode": "GRADIENT_MODE_"}
+
+
+def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") -> Architecture:
+    """api.md's defaults: sigmoid, MSE, EXACT, bias on. Model validates the rest."""
+    if not len(arch.layer_sizes):
+        raise InvalidArgument(f"{field}.layer_sizes is empty; give [inputs, hidden..., outputs], "
+                              "e.g. [2, 4, 1]")
+    return Architecture(
+        layer_sizes=tuple(int(s) for s in arch.layer_sizes),
+        hidden_activation=_enum(arch.hidden_activation, pb.Activation, Activation,
+                                Activation.SIGMOID, f"{field}.hidden_activation"),
+        output_activation=_enum(arch.output_activation, pb.Activation, Activation,
+                                Activation.SIGMOID, f"{field}.output_activation"),
+        loss=_enum(arch.loss, pb.Loss, Loss, Loss.MSE, f"{field}.loss"),
+        bias=arch.bias if arch.HasField("bias") else True,
+        gradient_mode=_enum(arch.gradient_mode, pb.GradientMode, GradientMode,
+                            GradientMode.EXACT, f"{field}.gradient_mode"),
+    )
+
+
+def bias_of(arch: pb.Architecture) -> bool:
+    return arch.bias if arch.HasField("bias") else True
+
+
+def architecture_to_proto(arch: Architecture) -> pb.Architecture:
+    return pb.Architecture(
+        layer_sizes=arch.layer_sizes,
+        hidden_activation=pb.Activation.Value("ACTIVATION_" + arch.hidden_activation.name),
+        output_activation=pb.Activation.Value("ACTIVATION_" + arch.output_activation.name),
+        loss=pb.Loss.Value("LOSS_" + arch.loss.name),
+        bias=arch.bias,
+        gradient_mode=pb.GradientMode.Value("GRADIENT_MODE_" + arch.gradient_mode.name),
+    )
+
+
+def init_from_proto(value: int) -> Init:
+    return _enum(value, pb.Init, Init, Init.XAVIER, "init")
+
+
+def layers_from_proto(layers: Sequence[pb.Layer]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Explicit weights: (W [fan_out, fan_in], b or None) per layer; Network checks shapes."""
+    out = []
+    for k, layer in enumerate(layers):
+        if not layer.HasField("weights"):
+            raise InvalidArgument(f"layers[{k}].weights is missing")
+        weights = to_array(layer.weights, f"layers[{k}].weights")
+        biases = (to_array(layer.biases, f"layers[{k}].biases") if layer.HasField("biases")
+                  else None)
+        out.append((weights, biases))
+    return out
+
+
+def layer_to_proto(weights: np.ndarray, biases: np.ndarray | None, raw: bool) -> pb.Layer:
+    layer = pb.Layer(weights=from_array(weights, raw))
+    if biases is not None:
+        layer.biases.CopyFrom(from_array(biases, raw))
+    return layer
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def timestamp(ns: int) -> timestamp_pb2.Timestamp:
+    seconds, nanos = divmod(int(ns), 1_000_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> pb.Model:
+    """A store record (id, arch, version, counters, times, params) as a Model message."""
+    model = pb.Model(
+        id=record.id,
+        architecture=architecture_to_proto(record.arch),
+        version=record.version,
+        epochs_trained=record.epochs_trained,
+        iterations=record.iterations,
+        last_loss=record.last_loss,
+        create_time=timestamp(record.create_time_ns),
+        update_time=timestamp(record.update_time_ns),
+        parameter_count=record.arch.n_params,
+    )
+    if include_weights:
+        model.layers.extend(layer_to_proto(w, b, raw) for w, b in record.network.layers())
+    return model
+
+
+# -- Train and Step -----------------------------------------------------------------------------
+
+
+def train_options(request: pb.TrainRequest) -> TrainOptions:
+    return TrainOptions(
+        epochs=int(request.epochs),
+        learning_rate=float(request.learning_rate),
+        batch_size=int(request.batch_size),
+        momentum=float(request.momentum),
+        shuffle=bool(request.shuffle),
+        seed=int(request.seed),
+        target_loss=float(request.target_loss),
+        report_every=int(request.report_every),
+    )
+
+
+def train_response(progress: Progress, version: int) -> pb.TrainResponse:
+    return pb.TrainResponse(
+        epoch=progress.epoch,
+        loss=progress.loss,
+        iterations=progress.iterations,
+        elapsed_seconds=progress.elapsed_seconds,
+        model_version=version,
+        done=progress.done,
+    )
+
+
+def step_response(result: StepResult, version: int) -> pb.StepResponse:
+    response = pb.StepResponse(loss=result.loss, model_version=version)
+    for trace in result.layers:
+        response.layers.append(pb.LayerTrace(
+            net=trace.net.tolist(),
+            output=trace.output.tolist(),
+            error=trace.error.tolist(),
+            delta=trace.delta.tolist(),
+            updated=layer_to_proto(trace.weights, trace.biases, raw=False),
+            before=layer_to_proto(trace.weights_before, trace.biases_before, raw=False),
+        ))
+    return response

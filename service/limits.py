@@ -1,0 +1,49 @@
+"""Configured limits, checked on plain numbers before anything is allocated.
+
+Each check raises LimitExceeded (RESOURCE_EXHAUSTED) naming what was asked, the limit, its
+configured value and the flag and variable that change it. Requests over the message size and
+calls over the number at once are refused by grpc itself (server options, see server.py), whose
+messages name the sizes but not the setting; replies are checked here before they are sent.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .config import Limits
+from .errors import LimitExceeded
+
+
+def _over(limits: Limits, field: str, what: str) -> LimitExceeded:
+    return LimitExceeded(f"{what}, over the server's limit {limits.hint(field)}")
+
+
+def check_architecture(limits: Limits, layer_sizes: Sequence[int], bias: bool) -> None:
+    """Layers, width and parameter count of a model about to be created."""
+    sizes = [int(s) for s in layer_sizes]
+    if len(sizes) - 1 > limits.max_layers:
+        raise _over(limits, "max_layers", f"layer_sizes has {len(sizes) - 1} layers of neurons")
+    for position, size in enumerate(sizes):
+        if size > limits.max_layer_width:
+            raise _over(limits, "max_layer_width", f"layer_sizes[{position}] is {size}")
+    params = sum(o * i + (o if bias else 0) for i, o in zip(sizes, sizes[1:]))
+    if params > limits.max_parameters:
+        raise _over(limits, "max_parameters", f"the model would have {params} parameters")
+
+
+def check_rows(limits: Limits, rows: int, field: str) -> None:
+    if rows > limits.max_rows:
+        raise _over(limits, "max_rows", f"{field} has {rows} rows")
+
+
+def check_work(limits: Limits, epochs: int, rows: int) -> None:
+    """epochs x rows of one Train call."""
+    if epochs * rows > limits.max_work:
+        raise _over(limits, "max_work", f"{epochs} epochs x {rows} rows is {epochs * rows:g} "
+                    "sample iterations")
+
+
+def check_message(limits: Limits, size: int, what: str) -> None:
+    """A reply about to be sent (grpc would refuse it with a message naming no setting)."""
+    if size > limits.max_message_bytes:
+        raise _over(limits, "max_message_bytes", f"{what} would be {size} bytes")

@@ -1,0 +1,111 @@
+"""Compile every kernel specialisation the server uses, so no call pays for the JIT.
+
+    python -m jitnet.service.warmup      # at image build time: fills the numba cache, exit 0
+
+`warm_up()` is what server start runs before reporting SERVING; with a warm cache it loads the
+compiled code from disk in well under a second or two.
+
+Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read-only flag), so
+warm-up makes the servicer's own calls with the very array types it passes: a store record
+(read-only parameters and velocity) through `servicer.predict`, `record.network.step` and
+`training.train`; tensors decoded by convert.py (fresh, writable, C-contiguous, whichever wire
+form); Step's repeated fields; Train with and without shuffling and momentum, batch 1 and a
+batch big enough for the BLAS paths; Predict with row counts going up and down. Nothing here
+touches disk. tests/service/test_svc_warmup.py checks that no call compiles anything after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import numpy as np
+
+from . import convert, training
+from .model import Activation, Architecture, GradientMode, Init, initial_parameters
+from .servicer import predict
+from .store import ModelRecord
+
+_LOGGER = logging.getLogger(__name__)
+
+# Two shapes: a tiny network (plain loops) and one wide enough for the BLAS paths.
+_SHAPES = ((2, 3, 1), (64, 64, 10))
+
+
+def _record(arch: Architecture) -> ModelRecord:
+    """A record as the store hands them out: read-only parameters and velocity."""
+    params = initial_parameters(arch, Init.XAVIER, 0)
+    params.setflags(write=False)
+    velocity = np.zeros_like(params)
+    velocity.setflags(write=False)
+    return ModelRecord("warm-up", arch, 1, 0, 0, 0.0, 0, 0, params, velocity)
+
+
+def _decoded(array: np.ndarray, raw: bool) -> np.ndarray:
+    """Through the wire form and back, as the servicer receives a tensor."""
+    return convert.to_array(convert.from_array(array, raw), "inputs")
+
+
+def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
+              rng: np.random.Generator) -> None:
+    arch = Architecture(sizes, output_activation=output, bias=bias, gradient_mode=mode)
+    record = _record(arch)
+    n_in, n_out = sizes[0], sizes[-1]
+    for rows in (1, 300, 1, 7, 0):  # row counts going up and down
+        for raw in (True, False):
+            predict(record, _decoded(rng.random((rows, n_in)), raw))
+    record.network.step(convert.vector(rng.random(n_in).tolist()),
+                        convert.vector(rng.random(n_out).tolist()), 0.1)
+    x = _decoded(rng.random((40, n_in)), True)
+    t = _decoded(rng.random((40, n_out)), True)
+    for batch, shuffle, momentum in ((1, False, 0.0), (32, True, 0.9), (0, True, 0.0),
+                                     (32, False, 0.5)):
+        options = training.TrainOptions(epochs=2, learning_rate=0.01, batch_size=batch,
+                                        momentum=momentum, shuffle=shuffle, seed=1)
+        for _ in training.train(record.network, x, t, options, velocity=record.velocity):
+            pass
+
+
+def warm_up(strict: bool = False) -> float:
+    """Runs predict, step and train once per argument type the server uses; returns seconds.
+
+    A failure is logged with its traceback and the rest still warms up: a server with one
+    broken code path should still serve the others (that path answers INTERNAL). With
+    `strict`, a failure raises RuntimeError at the end instead (the build-time command)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    failures = []
+    for sizes in _SHAPES:
+        for bias, mode, output in ((True, GradientMode.EXACT, Activation.SIGMOID),
+                                   (False, GradientMode.ARTICLE, Activation.SOFTMAX)):
+            try:
+                _exercise(sizes, bias, mode, output, rng)
+            except Exception as exc:  # noqa: BLE001 - reported, then the others go on
+                failures.append(f"{sizes} bias={bias}: {type(exc).__name__}")
+                _LOGGER.error("warm-up of a %s network failed", sizes, exc_info=exc)
+    took = time.perf_counter() - start
+    if failures:
+        _LOGGER.error("warm-up finished in %.2f s with %d failure(s): %s", took, len(failures),
+                      "; ".join(failures))
+        if strict:
+            raise RuntimeError(f"warm-up failed: {'; '.join(failures)}")
+    else:
+        _LOGGER.info("kernels ready in %.2f s (compiled or loaded from the numba cache)", took)
+    return took
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        took = warm_up(strict=True)
+    except RuntimeError as exc:
+        print(f"jitnet warm-up: {exc}", file=sys.stderr)
+        return 1
+    print(f"jitnet kernels compiled into the numba cache in {took:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
