@@ -233,7 +233,8 @@ def output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode):
     """Fills the output layer's error e = t - y and delta d; returns the summed loss of the rows.
 
     MSE: loss 0.5 * sum((t - y)^2), delta = e * f'(.) (softmax: its Jacobian applied to e).
-    Cross-entropy (softmax or sigmoid output): delta = t - y exactly, the derivative cancels.
+    Cross-entropy (softmax or sigmoid output): delta = t - y exactly, the derivative cancels
+    (softmax: t - y * sum(t), the same for target rows that sum to 1).
     """
     last = layout.shape[0] - 1
     width = layout[last, FAN_OUT]
@@ -254,15 +255,20 @@ def output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode):
                 for k in range(width):
                     lse += np.exp(z[row + k] - top)
                 lse = top + np.log(lse)
+                # d(loss)/dz_k = y_k * sum(t) - t_k: the familiar t - y when a target row sums to 1
+                t_sum = 0.0
                 for k in range(width):
                     total += t[t_r + k] * (lse - z[row + k])
-            else:
-                # -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z
+                    t_sum += t[t_r + k]
                 for k in range(width):
-                    x = z[row + k]
-                    total += max(x, 0.0) + np.log1p(np.exp(-abs(x))) - t[t_r + k] * x
+                    d[row + k] = t[t_r + k] - a[row + k] * t_sum
+                continue
+            # sigmoid: -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z
             for k in range(width):
-                d[row + k] = e[row + k]
+                x = z[row + k]
+                total += max(x, 0.0) + np.log1p(np.exp(-abs(x))) - t[t_r + k] * x
+            for k in range(width):
+                d[row + k] = e[row + k]  # the sigmoid's derivative cancels: exactly t - y
             continue
         for k in range(width):
             total += 0.5 * e[row + k] * e[row + k]

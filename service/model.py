@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from . import kernels
-from .errors import InvalidArgument
+from .errors import Diverged, InvalidArgument
 
 
 class Activation(enum.IntEnum):
@@ -316,6 +316,8 @@ class Network:
         z, a, e, d, t_buf = work
         loss = kernels.iteration(params, np.zeros(0), grad, z, a, e, d, t_buf, arch.layout,
                                  arch.kinds, x, t, NO_ORDER, 0, 0, 1, rate, 0.0)
+        if not np.isfinite(params).all():
+            raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
         before, after = self.layers(), self.layers(params)
         traces = []
         for (fan_in, fan_out, _, _, u_at), (w0, b0), (w1, b1) in zip(arch.layout, before, after):

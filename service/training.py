@@ -113,10 +113,14 @@ def train(net: Network, inputs, targets, options: TrainOptions,
         took = clock() - began
         done_epochs += ran
         loss = float(losses[ran - 1])
-        if not np.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at epoch {done_epochs}; lower the learning "
-                           f"rate (it was {options.learning_rate}). The model keeps its last "
-                           "committed weights")
+        # The loss is measured before each update, so the last update can still overflow.
+        if not np.isfinite(loss) or not np.isfinite(params).all():
+            what = f"the loss became {loss}" if not np.isfinite(loss) else "the weights overflowed"
+            raise Diverged(f"{what} at epoch {done_epochs}; lower the learning rate (it was "
+                           f"{options.learning_rate}). The model keeps its last committed weights")
+        if options.momentum == 0.0:
+            # sgd_update skips the velocity without momentum; keep it true to v = m v + lr g.
+            np.multiply(grad, options.learning_rate, out=velocity)
         if took < CHUNK_SECONDS / 2:
             chunk = min(chunk * 2, max_chunk)
         elif took > CHUNK_SECONDS * 2 and chunk > 1:

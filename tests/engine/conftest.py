@@ -4,12 +4,8 @@
 NUMBA_DISABLE_JIT rerun in test_nojit.py deselects them with -m "not slow and not jit_only".
 """
 
-import os
-
 import numpy as np
 import pytest
-
-NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 
 def pytest_configure(config):

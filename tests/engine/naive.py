@@ -126,13 +126,17 @@ def mean_loss(layers, x, t, arch) -> float:
 def output_error_and_delta(z, y, t, arch):
     """error = t - y; delta = what the output layer passes back (minus dLoss/dnet in EXACT mode).
 
-    Cross-entropy (softmax or sigmoid output): delta = t - y in both modes, f' cancels.
+    Cross-entropy (softmax or sigmoid output): delta = t - y in both modes, f' cancels
+      (softmax: t - y * sum(t), which is t - y when a target row sums to 1).
     Softmax + MSE: delta = J e with the softmax Jacobian J[k, m] = s_k (δ_km - s_m), s = y
       (EXACT) or s = softmax(y) (ARTICLE: the formula applied to the output again).
     Otherwise: delta = e * derivative(f, net, y, mode).
     """
     e = t - y
     if _name(arch.loss) == "CROSS_ENTROPY":
+        if _name(arch.output_activation) == "SOFTMAX":
+            # -dL/dz for L = -sum t log softmax(z): t - y * sum(t), i.e. t - y for probability rows
+            return e, t - y * t.sum(axis=1, keepdims=True)
         return e, e.copy()
     if _name(arch.output_activation) == "SOFTMAX":
         s = softmax(y) if _name(arch.gradient_mode) == "ARTICLE" else y
@@ -259,8 +263,9 @@ def random_layers(rng, sizes, bias, scale=1.0):
 
 
 def random_targets(rng, n, width, arch):
-    """Targets each loss accepts: probability rows for softmax + cross-entropy, [0, 1] else."""
+    """Targets in [0, 1]. For softmax + cross-entropy every other row is a probability row (the
+    usual case) and the rest are not, so the general gradient t - y * sum(t) is exercised too."""
+    t = rng.random((n, width))
     if _name(arch.loss) == "CROSS_ENTROPY" and _name(arch.output_activation) == "SOFTMAX":
-        p = rng.random((n, width)) + 0.05
-        return p / p.sum(axis=1, keepdims=True)
-    return rng.random((n, width))
+        t[::2] = (t[::2] + 0.05) / (t[::2] + 0.05).sum(axis=1, keepdims=True)
+    return t

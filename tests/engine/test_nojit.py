@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from .conftest import NOJIT
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 # jit_only: the rerun deselects this very test, and the skip guards any other way in.
 pytestmark = pytest.mark.jit_only
@@ -25,7 +24,8 @@ def test_engine_tests_pass_without_jit():
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(command)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
     passed = re.search(r"(\d+) passed", summary)
     assert passed and int(passed.group(1)) > 0, summary
     assert "failed" not in summary and "error" not in summary, summary

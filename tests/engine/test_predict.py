@@ -22,7 +22,8 @@ def random_network(seed, sizes, hidden=Activation.TANH, output=Activation.SIGMOI
     return Network.from_layers(arch, layers), layers, rng
 
 
-@pytest.mark.parametrize("hidden,output,bias", list(itertools.product(HIDDEN, OUTPUT, [True, False])),
+@pytest.mark.parametrize("hidden,output,bias",
+                         list(itertools.product(HIDDEN, OUTPUT, [True, False])),
                          ids=lambda v: getattr(v, "name", str(v)).lower())
 def test_predict_matches_naive(hidden, output, bias):
     net, layers, rng = random_network(len(hidden.name) * 7 + output, [4, 6, 5, 3], hidden,

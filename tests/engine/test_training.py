@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jitnet.service import errors, training
-from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
+from jitnet.service.model import Activation, Architecture, Loss, Network
 
 from . import naive
 
@@ -104,6 +104,25 @@ def test_momentum_continues_from_a_given_velocity():
                                  velocity=first.velocity))[-1]
     np.testing.assert_allclose(second.params, once.params, rtol=1e-12)
     np.testing.assert_allclose(second.velocity, once.velocity, rtol=1e-12)
+
+
+def test_velocity_follows_the_update_rule_with_momentum_zero():
+    # v = m v + lr g holds for m = 0 too: after a momentum-0 call, v = lr g of its last batch.
+    # The servicer stores the velocity between Train calls, so a stale one (the velocity the
+    # call was given) would come back to life in the next call that uses momentum.
+    net, layers, x, t = problem(15)
+    (with_momentum,) = run(net, x, t, epochs=3, batch_size=4, momentum=0.9, learning_rate=0.1)
+    given_velocity = naive.zeros_like_layers(layers)
+    for (vw, vb), (w, b) in zip(given_velocity, net.layers(with_momentum.velocity)):
+        vw[:], vb[:] = w, b
+    after = list(training.train(Network(net.arch, with_momentum.params), x, t,
+                                training.TrainOptions(epochs=2, learning_rate=0.1,
+                                                      batch_size=4),
+                                velocity=with_momentum.velocity))[-1]
+    ref_layers, ref_velocity, _ = naive.train(net.layers(with_momentum.params), x, t, net.arch,
+                                              2, 0.1, 4, 0.0, velocity=given_velocity)
+    assert_params_match(net, after.params, ref_layers)
+    assert_params_match(net, after.velocity, ref_velocity)
 
 
 # ---------------------------------------------------------------------------------------------
