@@ -241,6 +241,8 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
 
     p = command("health", "the server's health; exit 0 iff SERVING")
     p.add_argument("--service", default="", help="service name (default: the whole server)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for SERVING (a server compiles its kernels first)")
     p.set_defaults(func=_cmd_health)
     return parser
 
@@ -513,6 +515,11 @@ def _cmd_models_delete(args) -> int:
 
 def _cmd_health(args) -> int:
     with _client(args) as client:
+        if args.wait:
+            try:
+                client.wait_until_serving(args.wait, service=args.service)
+            except JitnetError:
+                pass  # report the status as it is now
         status = client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else EXIT_NOT_SERVING
