@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import math
 import os
 import time
@@ -46,10 +47,23 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call
 LIST_PAGE_SIZE = 100
 
+# Calls without side effects are retried (within their deadline) when a replica goes away under
+# them: behind nginx, a call that reaches a replica just as it drains or exits fails with
+# UNAVAILABLE (nginx's 502; nginx never re-sends a gRPC call it has sent) or CANCELLED (grpc
+# cancels calls it had accepted but not yet handed to a handler when shutdown began). Train,
+# Step, CreateModel and DeleteModel are never retried. tests/deploy/test_topology.py.
+_RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "jitnet.v1.NetworkService", "method": m}
+             for m in ("Predict", "GetModel", "ListModels")],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
+}]})
+
 # Messages can carry whole data sets; the server enforces its own limits.
 _CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
+    ("grpc.service_config", _RETRY_SERVICE_CONFIG),
 )
 
 

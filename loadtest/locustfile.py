@@ -1,15 +1,22 @@
 """Locust load test for a jitnet server or the nginx in front of its replicas.
 
-Each simulated user creates its own XOR 2-4-1 model, then mostly calls Predict (in both tensor
-forms), with some Step and a little Train, and deletes the model when it stops. Every call is
-reported to locust by a client interceptor, so failures are counted per RPC.
+Each simulated user creates its own XOR 2-4-1 model (so users never contend for a model's
+training lease), then mostly calls Predict (in both tensor forms), with some Step (half of them
+dry runs) and a little Train, and deletes the model when it stops. Every call is reported to
+locust by a client interceptor, so failures are counted per RPC, and has a deadline.
 
-    locust -f loadtest/locustfile.py --headless -u 4 -r 4 -t 5s --host 127.0.0.1:50051 \
-        --only-summary --exit-code-on-error 1
+Headless, against the compose stack or a local server (see docs/deploy.md):
+
+    locust -f loadtest/locustfile.py --headless -u 10 -r 10 -t 30s --host 127.0.0.1:50051 \
+        --only-summary --exit-code-on-error 1 --csv loadtest-out   # loadtest-out_stats.csv
+
+Under compose: `docker compose --profile load up loadtest` (the image runs this file against
+nginx:50051). tests/deploy/test_loadtest.py runs it through nginx to two real replicas.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import time
@@ -27,6 +34,19 @@ from locust import User, constant, task  # noqa: E402
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc  # noqa: E402
 
 TIMEOUT_SECONDS = 10.0  # every call has a deadline: a stuck server shows up as failures, not a hang
+
+# As the jitnet client does: calls without side effects are retried when the replica that got
+# them goes away (nginx answers 502, or grpc cancels a call accepted during shutdown), so
+# scaling or restarting replicas under load costs no Predict. Train and Step are never retried.
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", json.dumps({"methodConfig": [{
+        "name": [{"service": "jitnet.v1.NetworkService", "method": m}
+                 for m in ("Predict", "GetModel", "ListModels")],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
+    }]})),
+)
 
 XOR_INPUTS = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]  # [4, 2], row-major
 XOR_TARGETS = [0.0, 1.0, 1.0, 0.0]  # [4, 1]
@@ -111,7 +131,8 @@ class JitnetUser(User):
         if not target:
             raise ValueError("pass --host HOST:PORT of a jitnet server or of nginx")
         self.channel = grpc.intercept_channel(
-            grpc.insecure_channel(target), LocustInterceptor(self.environment)
+            grpc.insecure_channel(target, options=CHANNEL_OPTIONS),
+            LocustInterceptor(self.environment),
         )
         self.stub = jitnet_pb2_grpc.NetworkServiceStub(self.channel)
         self.model_id = f"locust-{uuid.uuid4().hex}"  # unique per user: no ABORTED between users

@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 class Limits:
     """What one call may ask of the server. Checked before anything is allocated."""
 
-    max_parameters: int = 10_000_000  # weights and biases of one model
+    # 2M parameters: a Step reply (weights before and after, 2 x 16 MiB) fits one 64 MiB message.
+    max_parameters: int = 2_000_000  # weights and biases of one model
     max_layer_width: int = 65536  # neurons in one layer (inputs and outputs included)
     max_layers: int = 64  # layers of neurons (weight matrices) in one model
     max_rows: int = 1_000_000  # rows in one Train or Predict data set
@@ -178,7 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("refresh_seconds", _number, "number", "how often a cached model is checked against "
             "its file, for servers sharing a data directory (default 0.5)", check=_at_least(0)),
     Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
-            "(default 10000000)", in_limits=True, check=_at_least(1)),
+            "(default 2000000)", in_limits=True, check=_at_least(1)),
     Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",
             in_limits=True, check=_at_least(1)),
     Setting("max_layers", _integer, "integer", "most layers of neurons in one model (default 64)",

@@ -22,6 +22,10 @@ from .model import Activation, Architecture, GradientMode, Init, Loss, StepResul
 from .training import Progress, TrainOptions
 
 _LE_F8 = np.dtype("<f8")
+# Every tensor of the API is [rows, columns] or [n]. More dimensions are refused before numpy
+# sees them: it fails (INTERNAL) past 64 dimensions, or on a zero-size shape whose other
+# dimensions multiply past its index range.
+MAX_DIMS = 2
 
 
 # -- tensors ----------------------------------------------------------------------------------
@@ -50,6 +54,9 @@ def to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
     if not shape:
         raise InvalidArgument(f"{field}.shape is empty; give the tensor's dimensions, e.g. "
                               "[rows, columns]")
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"{field}.shape has {len(shape)} dimensions; tensors here are "
+                              "[rows, columns] or [n]")
     count = math.prod(shape)
     if count == 0:
         if has_values or has_raw:

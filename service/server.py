@@ -6,15 +6,24 @@ Lifecycle:
              UNAVAILABLE while a background thread compiles the kernels (warm-up) and loads the
              stored models; then health turns SERVING.
   SIGTERM    (or SIGINT) health turns NOT_SERVING for good, new calls are refused (UNAVAILABLE),
-             calls in flight get `grace_seconds` to finish, then they are cut (long work sees
-             the cut and stops between chunks); `run` returns 0. A second signal cuts at once.
+             health Watch streams end (an open one would hold the drain), calls in flight get
+             `grace_seconds` to finish, then they are cut (long work sees the cut and stops
+             between chunks); `run` returns 0. A handler that cannot see the cut (one long
+             kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
+             every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
+
+Around every handler (`_CallGuard`): request bytes that do not parse answer INVALID_ARGUMENT
+(grpc alone answers INTERNAL), and health Check runs on threads of its own, so a probe is
+answered at once even when every worker is busy training.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +49,23 @@ _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = jitnet_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+# After the grace, how long handlers that cannot see the cut may still run before the process
+# exits without them.
+EXIT_MARGIN_SECONDS = 1.0
+
+# Keepalive. The server pings a connection every minute and drops a peer that does not answer
+# within 20 s, so a client that vanished mid-Train has its call cancelled and its lease freed.
+# Clients may ping every 10 s or more, with or without calls in flight (faster ones get GOAWAY
+# too_many_pings); the jitnet client does not ping at all.
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+)
 
 
 @dataclasses.dataclass
@@ -54,6 +80,7 @@ class ServerHandle:
     ready: threading.Event  # set once warmed up and loaded: SERVING
     warm_up: Callable[[], object]
     startup_error: BaseException | None = None
+    calls: _CallGuard | None = None
 
     def __iter__(self) -> Iterator:
         return iter((self.server, self.port))
@@ -91,7 +118,13 @@ class ServerHandle:
         """Health NOT_SERVING, refuse new calls, give calls in flight `grace` seconds (default
         the configured grace), then cut them. Returns the event set once fully stopped."""
         self.health.enter_graceful_shutdown()
-        return self.server.stop(self.config.grace_seconds if grace is None else grace)
+        stopped = self.server.stop(self.config.grace_seconds if grace is None else grace)
+        self.health.end_watches()  # after stop(): a client's renewed Watch is refused
+        return stopped
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether every handler has returned, waiting up to `timeout` seconds."""
+        return self.calls is None or self.calls.wait_idle(timeout)
 
 
 def create_server(config: Config, *, warm_up: Callable[[], object] = default_warm_up
@@ -102,8 +135,13 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         ("grpc.max_receive_message_length", lim.max_message_bytes),
         ("grpc.max_send_message_length", lim.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
+        *KEEPALIVE_OPTIONS,
     ]
+    calls = _CallGuard(futures.ThreadPoolExecutor(max_workers=2,
+                                                  thread_name_prefix="jitnet-health"))
+    # The token check comes first: a caller without it learns nothing, not even a parse error.
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    interceptors.append(calls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="jitnet"),
         interceptors=interceptors, options=options,
@@ -113,7 +151,7 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
     ready = threading.Event()
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(store, lim, ready), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = _HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, _NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -128,7 +166,133 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         port = server.add_insecure_port(config.address)
     if not port:
         raise RuntimeError(f"could not listen on {config.address}")
-    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up)
+    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up,
+                        calls=calls)
+
+
+class _HealthServicer(health.HealthServicer):
+    """grpc's health service, plus `end_watches`: an open Watch is a call in flight like any
+    other, so a load balancer watching the server would hold a drain for the whole grace."""
+
+    def __init__(self):
+        super().__init__(experimental_non_blocking=True)
+        self._watches_lock = threading.Lock()
+        self._watches: set[Callable] = set()
+        self._watches_ended = False
+
+    def Watch(self, request, context, send_response_callback=None):
+        if send_response_callback is None:  # a server without non-blocking streams
+            return super().Watch(request, context)
+        lock, ended = threading.Lock(), []
+
+        def send(response):  # once ended (response None), a stream sends nothing more
+            with lock:
+                if ended:
+                    return
+                if response is None:
+                    ended.append(True)
+                send_response_callback(response)
+
+        with self._watches_lock:
+            self._watches.add(send)
+            already_ended = self._watches_ended
+        context.add_callback(lambda: self._forget_watch(send))
+        result = super().Watch(request, context, send)
+        if already_ended:
+            send(None)
+        return result
+
+    def _forget_watch(self, send) -> None:
+        with self._watches_lock:
+            self._watches.discard(send)
+
+    def end_watches(self) -> None:
+        """Ends every Watch stream (status OK, after the last status sent) and any opened later."""
+        with self._watches_lock:
+            self._watches_ended = True
+            watches, self._watches = list(self._watches), set()
+        for send in watches:
+            send(None)
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, method: str, error: Exception):
+        self.details = (f"the {method.rsplit('/', 1)[-1]} request does not parse ({error}); "
+                        "send the message the method's proto declares")
+
+
+class _CallGuard(grpc.ServerInterceptor):
+    """Wraps every handler of a single request: bytes that do not parse answer INVALID_ARGUMENT
+    instead of grpc's INTERNAL; health Check runs on `health_pool`; running handlers are
+    counted, so run() knows whether any outlived the grace."""
+
+    def __init__(self, health_pool: futures.ThreadPoolExecutor):
+        self._health_pool = health_pool
+        self._idle = threading.Condition()
+        self._running = 0
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler  # unknown methods, and reflection's stream: grpc's own handling
+        method = handler_call_details.method or ""
+        parse = _tolerant(handler.request_deserializer, method)
+        if handler.response_streaming:
+            return handler._replace(request_deserializer=parse,
+                                    unary_stream=self._wrap(handler.unary_stream, method, True))
+        return handler._replace(request_deserializer=parse,
+                                unary_unary=self._wrap(handler.unary_unary, method, False))
+
+    def _wrap(self, behavior, method: str, streaming: bool):
+        def call(request, context, *rest):
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+            if rest:  # non-blocking (health Watch): returns at once, replies by callback
+                return behavior(request, context, *rest)
+            if streaming:
+                return self._counted_stream(behavior(request, context))
+            with self._counting():
+                return behavior(request, context)
+
+        for name in ("experimental_non_blocking", "experimental_thread_pool"):
+            if hasattr(behavior, name):
+                setattr(call, name, getattr(behavior, name))
+        if method == _HEALTH_CHECK:
+            call.experimental_thread_pool = self._health_pool
+        return call
+
+    @contextlib.contextmanager
+    def _counting(self):
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _counted_stream(self, responses):
+        with self._counting():
+            yield from responses
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+def _tolerant(deserialize, method: str):
+    if deserialize is None:
+        return None
+
+    def parse(data):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, and whatever a parser raises
+            return _Malformed(method, exc)
+    return parse
 
 
 def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> int:
@@ -166,6 +330,14 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
     if not stopped.wait(config.grace_seconds + 5):
         _LOGGER.error("calls still running %g s after the grace; exiting anyway",
                       config.grace_seconds + 5)
+    if not handle.wait_idle(EXIT_MARGIN_SECONDS):
+        # A handler inside one long kernel call cannot see the cut; waiting for it would keep
+        # the process past its grace (and an orchestrator would SIGKILL it). Commits are
+        # atomic, so leaving now is as safe as a crash and leaves no partial model behind.
+        _LOGGER.warning("calls cut at the grace are still computing; exiting without them")
+        _LOGGER.info("stopped")
+        logging.shutdown()
+        os._exit(0)
     _LOGGER.info("stopped")
     return 0
 

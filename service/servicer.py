@@ -105,10 +105,11 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         limits.check_architecture(self._limits, request.architecture.layer_sizes,
                                   convert.bias_of(request.architecture))
         arch = convert.architecture_from_proto(request.architecture)
+        init = convert.init_from_proto(request.init)  # an unknown init is refused with layers too
         if request.layers:
             net = Network.from_layers(arch, convert.layers_from_proto(request.layers))
         else:
-            net = Network.initialise(arch, convert.init_from_proto(request.init), request.seed)
+            net = Network.initialise(arch, init, request.seed)
         record = self._store.create(model_id, arch, net.params)
         # The reply carries the weights, in the form the request's layers used, unless they
         # would not fit in one message: the model exists either way.
@@ -123,6 +124,9 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
     def GetModel(self, request, context):
         self._check_ready()
         record = self._store.get(request.model_id)
+        if request.include_weights:  # refuse before building a reply that cannot be sent
+            limits.check_message(self._limits, 8 * record.arch.n_params,
+                                 f"the reply with the weights of model '{record.id}'")
         reply = pb.GetModelResponse(
             model=convert.model_to_proto(record, request.include_weights, request.raw))
         limits.check_message(self._limits, reply.ByteSize(),
@@ -171,9 +175,12 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         inputs, target = convert.vector(request.input), convert.vector(request.target)
         if request.dry_run:
             record = self._store.get(request.model_id)
+            _check_step_reply(self._limits, record)
             result = record.network.step(inputs, target, request.learning_rate)
             return convert.step_response(result, record.version)
         with self._store.lease(request.model_id) as lease:
+            # Before the step: a reply that cannot be sent must not follow a commit.
+            _check_step_reply(self._limits, lease.record)
             result = lease.record.network.step(inputs, target, request.learning_rate)
             record = lease.commit(result.params, lease.record.velocity, last_loss=result.loss,
                                   iterations=lease.record.iterations + 1)
@@ -186,6 +193,11 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         limits.check_rows(self._limits, convert.rows_of(request.inputs), "inputs")
         inputs = convert.to_array(request.inputs, "inputs")
         record = self._store.get(request.model_id)
+        # The outputs are allocated before the reply is measured: refuse a reply that is sure
+        # to be too big first (rows x outputs x 8 bytes), whatever the rows limit allows.
+        rows = inputs.shape[0] if inputs.ndim == 2 else 1
+        limits.check_message(self._limits, 8 * rows * record.arch.layer_sizes[-1],
+                             "the Predict reply")
         outputs = predict(record, inputs)
         reply = pb.PredictResponse(
             outputs=convert.from_array(outputs, convert.is_raw(request.inputs)),
@@ -199,6 +211,15 @@ def predict(record, inputs):
     Network is built once per version and keeps per-thread scratch: nothing is allocated per
     call but the outputs. warmup.py predicts through this function, so both stay in step."""
     return record.network.predict(inputs)
+
+
+def _check_step_reply(limits_: Limits, record) -> None:
+    """A Step reply carries every layer's weights twice (before and after) and four numbers a
+    neuron, as doubles: an upper bound of its size, so that a Step is refused before its
+    commit rather than failing to send its reply after it."""
+    arch = record.arch
+    limits.check_message(limits_, 16 * arch.n_params + 32 * arch.n_units + 160 * arch.n_layers
+                         + 64, f"the Step reply with the weights of model '{record.id}'")
 
 
 def _encode_token(last_id: str) -> str:

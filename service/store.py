@@ -3,7 +3,8 @@
 Layout of the data directory:
 
     <id>.jitnet             a model (format below)
-    .locks/<id>.lock        the per-model training lock (flock); kept when the model is deleted
+    .locks/<id>.lock        the per-model training lock (flock); made only for an existing
+                            model, kept when the model is deleted
     .tmp-<id>-<pid>-<rand>  a write in progress; a crash can leave one behind, it is cleaned up
 
 Model file, format version 1 (all numbers little-endian):
@@ -316,6 +317,10 @@ class Store:
     def lease(self, model_id: str) -> Lease:
         """The exclusive right to change a model, across threads and processes. Busy when
         another call holds it; the lease holds the newest committed record."""
+        validate_id(model_id)
+        if not os.path.exists(self._path(model_id)):
+            # No lock file for an id that names no model: callers cannot fill .locks/.
+            raise NotFound(f"model '{model_id}' not found")
         lease = self._lock_only(model_id)
         try:
             with self._lock:
@@ -333,6 +338,10 @@ class Store:
     def delete(self, model_id: str) -> None:
         """Removes a model, also one whose file is unreadable. Busy while it is being trained."""
         validate_id(model_id)
+        if not os.path.exists(self._path(model_id)):
+            with self._lock:
+                self._forget(model_id)
+            raise NotFound(f"model '{model_id}' not found")
         with self._lock_only(model_id):
             try:
                 os.unlink(self._path(model_id))

@@ -48,9 +48,11 @@ def load_render():
 
 render_nginx = load_render()
 
-# One line per call: the replica(s) nginx tried, the HTTP status, the replica's grpc-status
-# trailer and the method. `|` separates fields; `$upstream_addr` lists several on a retry.
-ACCESS_LOG_FORMAT = "'$upstream_addr|$status|$upstream_trailer_grpc_status|$request_uri'"
+# One line per call: the replica(s) nginx tried, the HTTP status, the replica's grpc-status (a
+# trailer, or a header in a trailers-only reply; "-" when absent) and the method. `|` separates
+# fields; `$upstream_addr` lists several when nginx moved on to another replica.
+ACCESS_LOG_FORMAT = ("'$upstream_addr|$status|$upstream_trailer_grpc_status|"
+                     "$upstream_http_grpc_status|$request_uri'")
 
 
 def logged_config(upstreams: list[str], listen: str) -> str:
@@ -196,15 +198,21 @@ class Nginx:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def entries(self) -> list[tuple[list[str], str, str, str]]:
-        """Access-log lines as (upstream addresses tried, HTTP status, grpc-status, method)."""
+        """Access-log lines as (upstream addresses tried, HTTP status, grpc-status, method);
+        grpc-status is "-" when the replica sent none (nginx answered 502 itself)."""
         if not self.access_log.exists():
             return []
         out = []
         for line in self.access_log.read_text().splitlines():
-            upstreams, status, grpc_status, uri = line.split("|")
-            out.append(([a.strip() for a in upstreams.split(",")], status, grpc_status,
-                        uri.rsplit("/", 1)[-1]))
+            upstreams, status, trailer, header, uri = line.split("|")
+            out.append(([a.strip() for a in upstreams.split(",")], status,
+                        trailer if trailer != "-" else header, uri.rsplit("/", 1)[-1]))
         return out
+
+    def failed(self, method: str, since: int = 0) -> list[tuple[list[str], str, str, str]]:
+        """The `method` calls that did not end with HTTP 200 and grpc-status 0."""
+        return [e for e in self.entries()[since:]
+                if e[3] == method and (e[1] != "200" or e[2] != "0")]
 
     def served(self, method: str, since: int = 0) -> Counter:
         """How many `method` calls each replica answered (the last address nginx tried), over

@@ -22,8 +22,10 @@ def test_defaults():
     assert config.limits == Limits()
     assert (config.limits.max_parameters, config.limits.max_layer_width, config.limits.max_rows,
             config.limits.max_work, config.limits.max_message_bytes,
-            config.limits.max_concurrent_calls) == (10_000_000, 65536, 1_000_000, 1e10,
+            config.limits.max_concurrent_calls) == (2_000_000, 65536, 1_000_000, 1e10,
                                                      64 << 20, 64)
+    # A model at the parameter limit must fit a Step reply (weights before and after, 8 bytes each).
+    assert 2 * 8 * config.limits.max_parameters < config.limits.max_message_bytes
     assert config.tls_cert is None and config.auth_token is None and not config.tls
     assert config.log_level == "INFO" and config.refresh_seconds > 0
 

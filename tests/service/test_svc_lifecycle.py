@@ -85,7 +85,7 @@ def test_draining_refuses_new_calls_and_lets_calls_in_flight_finish(server):
     finally:
         fresh.close()
     assert code == C.UNAVAILABLE
-    watch.cancel()  # an open Watch is a call in flight too: it would hold the drain
+    watch.cancel()  # the drain ends Watch streams by itself; cancel ours so nothing waits on it
     rest = list(stream)  # the call in flight finishes normally
     assert rest[-1].done and rest[-1].epoch == 300 and rest[-1].model_version > first.model_version
     assert stopped.wait(10)

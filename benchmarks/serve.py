@@ -1,0 +1,703 @@
+"""Serving benchmark: jitnet's gRPC server against a bare grpcio echo server, side by side.
+
+    python benchmarks/serve.py            # ~3 minutes; rewrites the `## Serving` section of
+                                          # docs/benchmarks.md (nothing else in that file)
+    python benchmarks/serve.py --quick    # ~1 minute, fewer and shorter rounds
+    python benchmarks/serve.py --no-write # print the section only
+
+What runs where (2 cores): every server process is pinned to core 0 (os.sched_setaffinity),
+this driver and the load client to core 1. The load client is a grpc.aio closed loop in its own
+process: `--in-flight` calls (default 32) outstanding at all times, each sending the same
+pre-serialised request bytes, timing every call. QPS counts the calls that completed inside the
+measured window (after a warm-up); p50/p90/p99 are over those calls.
+
+The baseline is a bare grpcio server with the same thread pool (`--workers`, default the
+server's 8) and the same server options, whose generic handler answers the same request bytes
+with a canned PredictResponse: the very bytes jitnet answered for that request. The ratio
+jitnet / echo is therefore jitnet's own cost (parsing, validation, the store lookup, the kernel,
+the reply) on top of what grpcio costs anyway. Rounds alternate jitnet and echo (ABBA order) and
+the table reports medians over rounds.
+
+Cases:
+  Predict XOR 1      one sample into a 2-4-1 model (raw tensor bytes, as the jitnet client sends)
+  Predict digits 1   one sklearn digits row into a 64-64-10 model
+  Predict digits 1k  1,000 digits rows per call; reported as samples/s end to end
+  Train XOR 10k      10,000 epochs over gRPC (report_every 0, so the server commits about once a
+                     second and at the end) against jitnet.service.training.train on the same
+                     model in a process pinned to core 0, plus one round trip (median Predict XOR
+                     latency at one call in flight)
+  Start to SERVING   process start to health SERVING, numba cache cold (empty NUMBA_CACHE_DIR)
+                     and warm (the same directory again); empty data directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import pathlib
+import pickle
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Serving"
+PREDICT = "/jitnet.v1.NetworkService/Predict"
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+TARGETS = {
+    "qps_ratio": 0.9,  # Predict of one sample: at least 0.9x the echo server's QPS
+    "tail": 2.0,  # p99 at most 2x p50
+    "samples_per_s": 1_000_000,  # Predict of 1,000 rows per call
+    "train_ratio": 1.2,  # Train over gRPC within 1.2x of in-process + one round trip
+    "start_warm_s": 2.0,  # process start to SERVING with a warm numba cache
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinning and processes
+
+
+def _cores() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return set()
+
+
+def _pin_to(core: int | None):
+    """preexec_fn pinning a child to one core (no-op when the core does not exist)."""
+    if core is None or core not in _cores():
+        return None
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads) from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_serving(port: int, proc: subprocess.Popen, timeout: float, interval: float = 0.01):
+    """Polls grpc.health.v1 Check until SERVING; returns the time.perf_counter() it was seen."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before SERVING")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.perf_counter()
+            except grpc.RpcError:
+                pass
+            time.sleep(interval)
+    raise RuntimeError(f"server on port {port} not SERVING after {timeout} s")
+
+
+class Proc:
+    """A child process pinned to a core, its stderr in a file; stopped by its pid."""
+
+    def __init__(self, argv: list[str], env: dict, core: int | None, log: pathlib.Path):
+        self.log = log
+        with open(log, "wb") as stderr:
+            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=stderr,
+                                         preexec_fn=_pin_to(core))
+        self.pid = self.proc.pid
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def start_jitnet(env: dict, workdir: pathlib.Path, workers: int, name: str,
+                 port: int | None = None) -> tuple[Proc, int]:
+    port = port or _free_port()
+    data = workdir / f"data-{name}"
+    argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
+            str(port), "--data-dir", str(data), "--workers", str(workers)]
+    return Proc(argv, env, SERVER_CORE, workdir / f"{name}.log"), port
+
+
+def start_echo(env: dict, workdir: pathlib.Path, workers: int, canned: pathlib.Path,
+               max_concurrent: int, max_message: int) -> tuple[Proc, int]:
+    port = _free_port()
+    argv = [sys.executable, __file__, "_echo", "--port", str(port), "--workers", str(workers),
+            "--canned", str(canned), "--max-concurrent", str(max_concurrent),
+            "--max-message", str(max_message)]
+    return Proc(argv, env, SERVER_CORE, workdir / "echo.log"), port
+
+
+# ---------------------------------------------------------------------------------------------
+# The echo server (a child process)
+
+
+def echo_main(args) -> int:
+    """A bare grpcio server: same thread pool and options as jitnet's, no interceptor, and a
+    generic handler that answers Predict with the canned reply for the request's size."""
+    from concurrent import futures
+
+    import grpc
+
+    with open(args.canned, "rb") as f:
+        canned: dict[int, bytes] = pickle.load(f)
+
+    def predict(request: bytes, context) -> bytes:
+        return canned[len(request)]
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.workers),
+        options=[("grpc.max_receive_message_length", args.max_message),
+                 ("grpc.max_send_message_length", args.max_message),
+                 ("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=args.max_concurrent)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "jitnet.v1.NetworkService",
+        {"Predict": grpc.unary_unary_rpc_method_handler(predict)}),))
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    server.stop(1).wait(5)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The load client (a child process): grpc.aio, closed loop
+
+
+def client_main(args) -> int:
+    result = asyncio.run(_closed_loop(args))
+    json.dump(result, sys.stdout)
+    return 0
+
+
+async def _closed_loop(args) -> dict:
+    import grpc
+    import numpy as np
+
+    request = pathlib.Path(args.request).read_bytes()
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    async with grpc.aio.insecure_channel(args.target, options=options) as channel:
+        call = channel.unary_unary(args.method)  # bytes in, bytes out: no client-side parsing
+        first = await call(request, timeout=30)  # connects; checked by the driver
+        latencies: list[int] = []
+        errors: list[str] = []
+        t_start = time.perf_counter_ns() + int(args.warmup * 1e9)
+        t_end = t_start + int(args.seconds * 1e9)
+        marks = {}
+
+        async def worker():
+            while True:
+                began = time.perf_counter_ns()
+                if began >= t_end:
+                    return
+                try:
+                    await call(request, timeout=30)
+                    ok = True
+                except grpc.aio.AioRpcError as exc:
+                    ok = False
+                    if len(errors) < 5:
+                        errors.append(f"{exc.code().name}: {exc.details()}")
+                    errors_count[0] += 1
+                done = time.perf_counter_ns()
+                if began >= t_start and done <= t_end and ok:
+                    latencies.append(done - began)
+
+        async def sampler():
+            # Server and client CPU over the measured window.
+            await asyncio.sleep(max(0.0, (t_start - time.perf_counter_ns()) / 1e9))
+            marks["server0"] = _cpu_seconds(args.server_pid) if args.server_pid else 0.0
+            marks["client0"] = time.process_time()
+            await asyncio.sleep(max(0.0, (t_end - time.perf_counter_ns()) / 1e9))
+            marks["server1"] = _cpu_seconds(args.server_pid) if args.server_pid else 0.0
+            marks["client1"] = time.process_time()
+
+        errors_count = [0]
+        await asyncio.gather(sampler(), *(worker() for _ in range(args.in_flight)))
+
+    window = args.seconds
+    lat = np.array(latencies, dtype=np.float64) / 1e6  # ms
+    return {
+        "calls": len(latencies),
+        "qps": len(latencies) / window,
+        "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p90": float(np.percentile(lat, 90)) if lat.size else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "errors": errors_count[0],
+        "error_samples": errors,
+        "server_cpu": (marks["server1"] - marks["server0"]) / window,
+        "client_cpu": (marks["client1"] - marks["client0"]) / window,
+        "reply_bytes": len(first),
+    }
+
+
+def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: int,
+               in_flight: int, seconds: float, warmup: float) -> dict:
+    argv = [sys.executable, __file__, "_client", "--target", target, "--request",
+            str(request_file), "--in-flight", str(in_flight), "--seconds", str(seconds),
+            "--warmup", str(warmup), "--server-pid", str(server_pid), "--method", PREDICT]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True,
+                         timeout=seconds + warmup + 120, preexec_fn=_pin_to(CLIENT_CORE))
+    if out.returncode != 0:
+        raise RuntimeError(f"load client failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process engine (a child process pinned to the server's core)
+
+
+def engine_main(args) -> int:
+    import numpy as np
+
+    from jitnet.service import training, warmup
+    from jitnet.service.model import Architecture, Init, Network
+
+    warmup.warm_up()
+    arch = Architecture((2, 4, 1))
+    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    t = np.array([[0.0], [1.0], [1.0], [0.0]])
+    times = []
+    for _ in range(args.rounds):
+        net = Network.initialise(arch, Init.XAVIER, args.seed)
+        net.params.setflags(write=False)  # as the store hands records out
+        options = training.TrainOptions(epochs=args.epochs, learning_rate=0.5)
+        began = time.perf_counter()
+        for progress in training.train(net, x, t, options):
+            pass
+        times.append(time.perf_counter() - began)
+    json.dump({"seconds": times, "loss": progress.loss}, sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def _digits(rows: int):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data / 16.0
+    reps = -(-rows // len(x))
+    return np.ascontiguousarray(np.tile(x, (reps, 1))[:rows], dtype=np.float64)
+
+
+def _predict_request(model_id: str, x) -> bytes:
+    import numpy as np
+
+    from jitnet.v1 import jitnet_pb2 as pb
+
+    x = np.ascontiguousarray(x, dtype="<f8")
+    return pb.PredictRequest(model_id=model_id, inputs=pb.Tensor(
+        shape=list(x.shape), raw=x.tobytes())).SerializeToString()
+
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def _summarise(runs: list[dict]) -> dict:
+    keys = ("qps", "p50", "p90", "p99", "server_cpu", "client_cpu")
+    out = {k: _median([r[k] for r in runs]) for k in keys}
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["calls"] = sum(r["calls"] for r in runs)
+    out["rounds"] = len(runs)
+    out["error_samples"] = [e for r in runs for e in r["error_samples"]][:5]
+    out["qps_all"] = [round(r["qps"]) for r in runs]
+    return out
+
+
+def measure_startup(env: dict, workdir: pathlib.Path, workers: int, warm_runs: int) -> dict:
+    """Cold (empty NUMBA_CACHE_DIR) once, then warm runs on the cache the cold run filled."""
+    result = {}
+    for label, runs in (("cold", 1), ("warm", warm_runs)):
+        times = []
+        for k in range(runs):
+            port = _free_port()
+            began = time.perf_counter()
+            proc, _ = start_jitnet(env, workdir, workers, f"start-{label}-{k}", port)
+            try:
+                times.append(_wait_serving(port, proc.proc, 600.0) - began)
+            finally:
+                proc.stop()
+        result[label] = times
+        print(f"  start to SERVING, {label}: {', '.join(f'{t:.2f}' for t in times)} s",
+              flush=True)
+    return result
+
+
+def run(args) -> dict:
+    import grpc
+    import numpy as np
+
+    from jitnet.client import Client
+    from jitnet.service.config import Limits
+    from jitnet.v1 import jitnet_pb2 as pb
+
+    cores = _cores()
+    pinned = {SERVER_CORE, CLIENT_CORE} <= cores
+    if pinned:
+        os.sched_setaffinity(0, {CLIENT_CORE})  # this driver, and the load client, on core 1
+    else:
+        print("warning: fewer than 2 cores; nothing is pinned", file=sys.stderr)
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="jitnet-bench-"))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(workdir / "numba-cache"), "PYTHONUNBUFFERED": "1"}
+    results: dict = {"pinned": pinned, "workers": args.workers, "in_flight": args.in_flight,
+                     "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds}
+
+    print("start-up (cold numba cache first; it compiles every kernel)", flush=True)
+    results["startup"] = measure_startup(env, workdir, args.workers, args.start_runs)
+
+    server, port = start_jitnet(env, workdir, args.workers, "jitnet")
+    echo = None
+    try:
+        _wait_serving(port, server.proc, 120.0)
+        target = f"127.0.0.1:{port}"
+        xor_x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        xor_y = np.array([[0.0], [1.0], [1.0], [0.0]])
+        with Client(target, timeout=60) as client:
+            client.create_model([2, 4, 1], seed=1, model_id="xor")
+            client.create_model([64, 64, 10], hidden="tanh", output="softmax",
+                                loss="cross-entropy", seed=1, model_id="digits")
+            for _ in client.train("xor", xor_x, xor_y, epochs=2000, learning_rate=0.5):
+                pass
+
+        cases = [
+            ("Predict XOR, 1 sample", "xor1", _predict_request("xor", xor_x[1:2]), 1),
+            ("Predict digits 64-64-10, 1 sample", "digits1",
+             _predict_request("digits", _digits(1)), 1),
+            ("Predict digits 64-64-10, 1,000 rows per call", "digits1000",
+             _predict_request("digits", _digits(1000)), 1000),
+        ]
+        canned = {}
+        with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1),
+                                                    ("grpc.max_send_message_length", -1)]) as ch:
+            call = ch.unary_unary(PREDICT)
+            for _, key, request, rows in cases:
+                reply = call(request, timeout=30)
+                parsed = pb.PredictResponse.FromString(reply)
+                assert list(parsed.outputs.shape) == [rows, 1 if key == "xor1" else 10]
+                assert len(request) not in canned, "two cases with one request size"
+                canned[len(request)] = reply
+                (workdir / f"{key}.request").write_bytes(request)
+        canned_file = workdir / "canned.pickle"
+        canned_file.write_bytes(pickle.dumps(canned))
+        limits = Limits()
+        echo, echo_port = start_echo(env, workdir, args.workers, canned_file,
+                                     limits.max_concurrent_calls, limits.max_message_bytes)
+        _wait_port(echo_port, echo.proc)
+        servers = {"jitnet": (target, server.pid), "echo": (f"127.0.0.1:{echo_port}", echo.pid)}
+
+        results["predict"] = {}
+        for title, key, request, rows in cases:
+            runs = {"jitnet": [], "echo": []}
+            for r in range(args.rounds):
+                order = ("jitnet", "echo") if r % 2 == 0 else ("echo", "jitnet")
+                for name in order:
+                    addr, pid = servers[name]
+                    runs[name].append(run_client(env, addr, workdir / f"{key}.request", pid,
+                                                 args.in_flight, args.seconds, args.warmup))
+            summary = {name: _summarise(v) for name, v in runs.items()}
+            summary["rows"] = rows
+            summary["title"] = title
+            summary["request_bytes"] = len(request)
+            summary["reply_bytes"] = len(canned[len(request)])
+            results["predict"][key] = summary
+            j, e = summary["jitnet"], summary["echo"]
+            print(f"  {title}: jitnet {j['qps']:.0f}/s p50 {j['p50']:.2f} p99 {j['p99']:.2f} ms"
+                  f" (cpu {j['server_cpu']:.2f}) | echo {e['qps']:.0f}/s p50 {e['p50']:.2f} "
+                  f"p99 {e['p99']:.2f} ms (cpu {e['server_cpu']:.2f}) | ratio "
+                  f"{j['qps'] / e['qps']:.2f}", flush=True)
+
+        echo.stop()
+        echo = None
+        results["train"] = measure_train(env, workdir, target, args)
+    finally:
+        if echo is not None:
+            echo.stop()
+        code = server.stop()
+        results["server_exit"] = code
+    return results
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"echo server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
+    import numpy as np
+
+    from jitnet.client import Client
+
+    epochs, seed = 10_000, 3
+    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = np.array([[0.0], [1.0], [1.0], [0.0]])
+    grpc_times, server_elapsed, rtts = [], [], []
+    with Client(target, timeout=60) as client:
+        for _ in range(200):  # one round trip: a Predict of one XOR sample, one call in flight
+            began = time.perf_counter()
+            client.predict("xor", x[1])
+            rtts.append(time.perf_counter() - began)
+        for k in range(args.train_rounds):
+            model_id = f"train-{k}"
+            client.create_model([2, 4, 1], seed=seed, model_id=model_id)
+            began = time.perf_counter()
+            for progress in client.train(model_id, x, y, epochs=epochs, learning_rate=0.5,
+                                         report_every=0):
+                pass
+            grpc_times.append(time.perf_counter() - began)
+            server_elapsed.append(progress.elapsed_seconds)
+            assert progress.done and progress.epoch == epochs, progress
+            client.delete_model(model_id)
+    out = subprocess.run([sys.executable, __file__, "_engine", "--rounds",
+                          str(args.train_rounds), "--epochs", str(epochs), "--seed", str(seed)],
+                         env=env, capture_output=True, text=True, timeout=600,
+                         preexec_fn=_pin_to(SERVER_CORE))
+    if out.returncode != 0:
+        raise RuntimeError(f"in-process engine run failed:\n{out.stderr[-3000:]}")
+    engine = json.loads(out.stdout)
+    result = {"grpc": _median(grpc_times), "grpc_all": grpc_times,
+              "server_elapsed": _median(server_elapsed), "engine": _median(engine["seconds"]),
+              "engine_all": engine["seconds"], "rtt": _median(rtts), "loss": progress.loss}
+    print(f"  Train XOR 10k epochs: gRPC {result['grpc'] * 1e3:.1f} ms, in-process "
+          f"{result['engine'] * 1e3:.1f} ms + round trip {result['rtt'] * 1e3:.2f} ms", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def _versions() -> dict:
+    import google.protobuf
+    import grpc
+    import numba
+    import numpy
+
+    from importlib import metadata
+    return {"python": platform.python_version(), "grpcio": grpc.__version__,
+            "protobuf": google.protobuf.__version__, "numpy": numpy.__version__,
+            "numba": numba.__version__, "jitnet": metadata.version("jitnet")}
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"{platform.machine()}")
+
+
+def _ok(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def section(results: dict, quick: bool) -> str:
+    v = _versions()
+    p = results["predict"]
+    lines = [
+        SECTION,
+        "",
+        f"Written by `python benchmarks/serve.py{' --quick' if quick else ''}` on "
+        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {_machine()}. "
+        f"Python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy "
+        f"{v['numpy']}, numba {v['numba']}, jitnet {v['jitnet']}.",
+        "",
+        f"Setup: server process pinned to core {SERVER_CORE}, load client (grpc.aio closed "
+        f"loop, its own process) on core {CLIENT_CORE}{'' if results['pinned'] else ' (NOT pinned: fewer than 2 cores)'}; "
+        f"{results['in_flight']} calls in flight; {results['workers']} server worker threads "
+        f"for both servers; each round {results['warmup']:g} s warm-up + {results['seconds']:g} s "
+        f"measured, {results['rounds']} round(s) per server alternating jitnet and echo; "
+        "medians over rounds. *echo* is a bare grpcio server with the same thread pool and "
+        "options answering the same request bytes with jitnet's own reply bytes (canned), so "
+        "the ratio is jitnet's own cost. Requests use raw tensor bytes, as the jitnet client "
+        "does. CPU is the server process's CPU seconds per second over the window (1.00 = its "
+        "core is saturated).",
+        "",
+        "| case | server | QPS | p50 ms | p90 ms | p99 ms | p99/p50 | errors | server CPU | "
+        "jitnet/echo QPS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in ("xor1", "digits1", "digits1000"):
+        case = p[key]
+        ratio = case["jitnet"]["qps"] / case["echo"]["qps"]
+        for name in ("jitnet", "echo"):
+            r = case[name]
+            lines.append(
+                f"| {case['title'] if name == 'jitnet' else ''} | {name} | {r['qps']:,.0f} | "
+                f"{_ms(r['p50'])} | {_ms(r['p90'])} | {_ms(r['p99'])} | "
+                f"{r['p99'] / r['p50']:.2f} | {r['errors']} | {r['server_cpu']:.2f} | "
+                f"{f'{ratio:.2f}' if name == 'jitnet' else ''} |")
+    lines += ["", "| target | measured | result |", "|---|---|---|"]
+    for key in ("xor1", "digits1"):
+        case = p[key]
+        j, e = case["jitnet"], case["echo"]
+        ratio = j["qps"] / e["qps"]
+        tail = j["p99"] / j["p50"]
+        lines.append(f"| {case['title']}: QPS >= {TARGETS['qps_ratio']}x echo | {ratio:.2f}x "
+                     f"({j['qps']:,.0f} vs {e['qps']:,.0f}) | {_ok(ratio >= TARGETS['qps_ratio'])} |")
+        lines.append(f"| {case['title']}: p99 <= {TARGETS['tail']:g}x p50, no errors | p99/p50 "
+                     f"{tail:.2f} ({_ms(j['p99'])} / {_ms(j['p50'])} ms), {j['errors']} errors | "
+                     f"{_ok(tail <= TARGETS['tail'] and j['errors'] == 0)} |")
+    big = p["digits1000"]
+    samples = big["jitnet"]["qps"] * big["rows"]
+    lines.append(f"| Predict 1,000 digits rows per call: >= 1M samples/s end to end | "
+                 f"{samples / 1e6:.2f}M samples/s ({big['jitnet']['qps']:,.0f} calls/s of "
+                 f"{big['request_bytes'] / 1024:.0f} KiB; echo {big['echo']['qps'] * big['rows'] / 1e6:.2f}M"
+                 f"), {big['jitnet']['errors']} errors | "
+                 f"{_ok(samples >= TARGETS['samples_per_s'] and big['jitnet']['errors'] == 0)} |")
+    t = results["train"]
+    budget = t["engine"] + t["rtt"]
+    tr = t["grpc"] / budget
+    lines.append(f"| Train XOR 10k epochs over gRPC <= {TARGETS['train_ratio']}x in-process + "
+                 f"one round trip | {tr:.2f}x ({t['grpc'] * 1e3:.1f} ms vs {t['engine'] * 1e3:.1f}"
+                 f" + {t['rtt'] * 1e3:.2f} ms; server-side {t['server_elapsed'] * 1e3:.1f} ms) | "
+                 f"{_ok(tr <= TARGETS['train_ratio'])} |")
+    s = results["startup"]
+    warm = _median(s["warm"])
+    lines.append(f"| Start to SERVING, warm numba cache: <= {TARGETS['start_warm_s']:g} s | "
+                 f"{warm:.2f} s (median of {len(s['warm'])}) | "
+                 f"{_ok(warm <= TARGETS['start_warm_s'])} |")
+    lines.append(f"| Start to SERVING, cold numba cache (reported) | {s['cold'][0]:.1f} s | "
+                 "compiles every kernel |")
+    lines.append("")
+    notes = results.get("notes")
+    if notes:
+        lines += [notes, ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, path: pathlib.Path = DOCS) -> None:
+    """Replaces the `## Serving` section (up to the next `## ` heading) or appends it at the end;
+    every other line of the file stays as it is."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    current = path.read_text()
+    lines = current.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    if start is None:
+        sep = "" if current.endswith("\n\n") or not current else ("\n" if current.endswith("\n") else "\n\n")
+        path.write_text(current + sep + text)
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    tail = "".join(lines[end:])
+    path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
+
+
+NOTES_FILE = pathlib.Path(__file__).with_name("serve_notes.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("_echo", "_client", "_engine"):
+        return _child(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s per case")
+    parser.add_argument("--in-flight", type=int, default=32, help="calls in flight (default 32)")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="server thread pool, both servers (default 8, jitnet's default)")
+    parser.add_argument("--no-write", action="store_true",
+                        help=f"print the section instead of writing {DOCS.relative_to(ROOT)}")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args(argv)
+    args.rounds = 1 if args.quick else 3
+    args.seconds = 2.0 if args.quick else 5.0
+    args.warmup = 0.5 if args.quick else 1.0
+    args.start_runs = 2 if args.quick else 5
+    args.train_rounds = 3 if args.quick else 7
+
+    results = run(args)
+    if NOTES_FILE.exists():
+        results["notes"] = NOTES_FILE.read_text().strip()
+    text = section(results, args.quick)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    if args.no_write:
+        print(text)
+    else:
+        write_section(text)
+        print(f"wrote the {SECTION} section of {DOCS}")
+    return 0
+
+
+def _child(argv: list[str]) -> int:
+    kind = argv[0]
+    parser = argparse.ArgumentParser(prog=f"serve.py {kind}")
+    if kind == "_echo":
+        parser.add_argument("--port", type=int, required=True)
+        parser.add_argument("--workers", type=int, required=True)
+        parser.add_argument("--canned", required=True)
+        parser.add_argument("--max-concurrent", type=int, required=True)
+        parser.add_argument("--max-message", type=int, required=True)
+        return echo_main(parser.parse_args(argv[1:]))
+    if kind == "_client":
+        parser.add_argument("--target", required=True)
+        parser.add_argument("--request", required=True)
+        parser.add_argument("--in-flight", type=int, required=True)
+        parser.add_argument("--seconds", type=float, required=True)
+        parser.add_argument("--warmup", type=float, required=True)
+        parser.add_argument("--server-pid", type=int, default=0)
+        parser.add_argument("--method", default=PREDICT)
+        return client_main(parser.parse_args(argv[1:]))
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    return engine_main(parser.parse_args(argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
