@@ -81,7 +81,7 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
     def __init__(self, environment):
         self.environment = environment
 
-    def _fire(self, name: str, start: float, length: int, exception: BaseException | None) -> None:
+    def report(self, name: str, start: float, length: int, exception: BaseException | None) -> None:
         self.environment.events.request.fire(
             request_type="grpc",
             name=name,
@@ -99,7 +99,7 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
             length = call.result().ByteSize()  # waits for the reply; raises the call's RpcError
         except grpc.RpcError as error:
             exception = error
-        self._fire(_method_name(client_call_details), start, length, exception)
+        self.report(_method_name(client_call_details), start, length, exception)
         return call  # the stub's caller still sees the reply or the same error
 
     def intercept_unary_stream(self, continuation, client_call_details, request):
@@ -118,7 +118,7 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
             exception = error
             raise
         finally:
-            self._fire(name, start, length, exception)
+            self.report(name, start, length, exception)
 
 
 class JitnetUser(User):
@@ -130,10 +130,9 @@ class JitnetUser(User):
         target = (self.host or "").removeprefix("grpc://").removeprefix("http://")
         if not target:
             raise ValueError("pass --host HOST:PORT of a jitnet server or of nginx")
-        self.channel = grpc.intercept_channel(
-            grpc.insecure_channel(target, options=CHANNEL_OPTIONS),
-            LocustInterceptor(self.environment),
-        )
+        self.interceptor = LocustInterceptor(self.environment)
+        self.plain_channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.intercept_channel(self.plain_channel, self.interceptor)
         self.stub = jitnet_pb2_grpc.NetworkServiceStub(self.channel)
         self.model_id = f"locust-{uuid.uuid4().hex}"  # unique per user: no ABORTED between users
         self.rng = random.Random()
@@ -154,12 +153,25 @@ class JitnetUser(User):
             raise
 
     def on_stop(self) -> None:
+        # When locust stops a user in the middle of a Train, the call is cancelled, but the
+        # server holds the model's training lease until it notices (between two chunks of
+        # epochs), and answers DeleteModel with ABORTED until then. So the delete is retried
+        # on ABORTED for up to a second, and reported to locust once, with its final outcome.
+        stub = jitnet_pb2_grpc.NetworkServiceStub(self.plain_channel)
+        request = jitnet_pb2.DeleteModelRequest(model_id=self.model_id)
+        start, exception = time.perf_counter(), None
         try:
-            self.stub.DeleteModel(
-                jitnet_pb2.DeleteModelRequest(model_id=self.model_id), timeout=TIMEOUT_SECONDS
-            )
-        except grpc.RpcError:
-            pass  # already reported by the interceptor
+            for _ in range(20):
+                try:
+                    stub.DeleteModel(request, timeout=TIMEOUT_SECONDS)
+                    exception = None
+                    break
+                except grpc.RpcError as error:
+                    exception = error
+                    if error.code() != grpc.StatusCode.ABORTED:
+                        break
+                    time.sleep(0.05)  # gevent's sleep: locust has patched the stdlib
+            self.interceptor.report("DeleteModel", start, 0, exception)
         finally:
             self.channel.close()
 

@@ -210,9 +210,11 @@ class Nginx:
         return out
 
     def failed(self, method: str, since: int = 0) -> list[tuple[list[str], str, str, str]]:
-        """The `method` calls that did not end with HTTP 200 and grpc-status 0."""
+        """The `method` calls that did not end with HTTP 200 and grpc-status 0. Status 499 (the
+        client went away mid-call: locust stopping its users at the end of a run) is the
+        client's doing and not counted."""
         return [e for e in self.entries()[since:]
-                if e[3] == method and (e[1] != "200" or e[2] != "0")]
+                if e[3] == method and e[1] != "499" and (e[1] != "200" or e[2] != "0")]
 
     def served(self, method: str, since: int = 0) -> Counter:
         """How many `method` calls each replica answered (the last address nginx tried), over

@@ -11,7 +11,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from jitnet.client import Client
 from jitnet.client.errors import JitnetError
 
@@ -107,7 +106,12 @@ def test_a_model_trained_through_nginx_predicts_identically_on_every_replica(sta
 
 def test_predict_keeps_succeeding_while_a_replica_drains_and_exits(fresh_stack):
     """SIGTERM one replica while Predict calls flow through nginx: no Predict fails, the other
-    replica takes over, and the SIGTERMed one drains and exits 0."""
+    replica takes over, and the SIGTERMed one drains and exits 0.
+
+    A call that reaches the replica in the instant it shuts down fails at nginx (UNAVAILABLE:
+    nginx never re-sends a gRPC call it has sent) or in grpc (CANCELLED: accepted, not yet
+    handled). The jitnet client retries Predict on both, so the callers see no failure; the
+    access log shows such calls only on the leaving replica (docs/deploy.md)."""
     stack = fresh_stack
     survivor, leaving = stack.replicas
     with Client(stack.target, timeout=TIMEOUT) as setup:
