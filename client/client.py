@@ -64,6 +64,12 @@ _CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+    # A Train stream may be quiet for a long time and has no deadline by default: ping every
+    # 30 s while a call is open, so a server that vanished is noticed within 50 s. The server
+    # accepts pings every 10 s or more (service/server.py).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
 )
 
 

@@ -58,7 +58,7 @@ EXIT_MARGIN_SECONDS = 1.0
 # Keepalive. The server pings a connection every minute and drops a peer that does not answer
 # within 20 s, so a client that vanished mid-Train has its call cancelled and its lease freed.
 # Clients may ping every 10 s or more, with or without calls in flight (faster ones get GOAWAY
-# too_many_pings); the jitnet client does not ping at all.
+# too_many_pings); the jitnet client pings every 30 s while a call is open.
 KEEPALIVE_OPTIONS = (
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
