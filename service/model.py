@@ -12,10 +12,13 @@ import functools
 import threading
 from typing import NamedTuple, Sequence
 
+import numba
 import numpy as np
 
 from . import kernels
 from .errors import Diverged, InvalidArgument
+
+_predict_rows = kernels.predict_rows
 
 
 class Activation(enum.IntEnum):
@@ -45,12 +48,15 @@ class GradientMode(enum.IntEnum):
 HIDDEN_ACTIVATIONS = (Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR)
 OUTPUT_ACTIVATIONS = (Activation.SIGMOID, Activation.LINEAR, Activation.SOFTMAX)
 
-# Samples in their stored order (the kernels' `orders` argument with no columns).
+# Samples in their stored order (the kernels' `orders` argument with no columns). Writable, like
+# the shuffled orders, so that numba compiles one variant of the kernels for both (a read-only
+# array is another argument type); it has no element to change.
 NO_ORDER = np.empty((0, 0), dtype=np.int64)
-NO_ORDER.setflags(write=False)
 
 # Rows a Predict pushes through the layers at once; bounds the scratch memory of a call.
 PREDICT_BLOCK = 256
+
+_FLOAT64 = np.dtype(np.float64)
 
 
 def _enum(kind: type[enum.IntEnum], value, field: str):
@@ -126,7 +132,7 @@ class Architecture:
         layout.setflags(write=False)
         return layout
 
-    @property
+    @functools.cached_property
     def n_params(self) -> int:
         return sum(o * i + (o if self.bias else 0)
                    for i, o in zip(self.layer_sizes, self.layer_sizes[1:]))
@@ -223,6 +229,10 @@ class StepResult(NamedTuple):
     params: np.ndarray  # all parameters after the update
 
 
+class _Scratch(threading.local):
+    work = None  # [2, rows * units]: nets and outputs of up to `rows` samples
+
+
 class Network:
     """An architecture and its parameters, stored flat: per layer W [fan_out, fan_in], then b.
 
@@ -237,7 +247,13 @@ class Network:
                                   f"parameters, got {params.size}")
         self.arch = arch
         self.params = params
-        self._scratch = threading.local()  # per-thread predict buffers: no allocation per call
+        # What predict() needs on every call, looked up once. Writable copies of layout and
+        # kinds: numba takes longer to type a read-only array argument.
+        self._sample_shape = (arch.layer_sizes[0],)
+        self._sample_output_shape = (1, arch.layer_sizes[-1])
+        self._layout, self._kinds = arch.layout.copy(), arch.kinds.copy()
+        self._units = arch.n_units
+        self._scratch = _Scratch()  # per-thread predict buffers: no allocation per call
 
     @classmethod
     def initialise(cls, arch: Architecture, init: Init = Init.XAVIER, seed: int = 0) -> Network:
@@ -285,22 +301,48 @@ class Network:
 
     def predict(self, inputs) -> np.ndarray:
         """outputs [n, n_out] for inputs [n, n_in] (a single sample [n_in] gives [1, n_out])."""
-        arch = self.arch
-        x = as_matrix(inputs, arch.layer_sizes[0], "inputs")
-        out = np.empty((x.shape[0], arch.layer_sizes[-1]), dtype=np.float64)
-        if x.shape[0]:
-            kernels.predict_rows(out, x, self.params, arch.layout, arch.kinds[0], arch.kinds[1],
-                                 self._work(min(x.shape[0], PREDICT_BLOCK)))
+        x = inputs
+        # What a server passes (a float64 C array of the right width) takes the same checks as
+        # as_matrix in fewer steps: this runs on every Predict, and for one sample its Python
+        # work costs as much as the network. Anything else goes through as_matrix.
+        if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape \
+                and x.flags.c_contiguous:
+            x, rows, out = x[None], 1, np.empty(self._sample_output_shape)
+        else:
+            if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
+                    and x.shape[1] == self._sample_shape[0] and x.flags.c_contiguous):
+                x = as_matrix(inputs, self._sample_shape[0], "inputs")
+            rows = x.shape[0]
+            out = np.empty((rows, self._sample_output_shape[1]))
+        work = self._scratch.work
+        if work is None or (rows > 1 and work.shape[1] < min(rows, PREDICT_BLOCK) * self._units):
+            work = self._scratch.work = np.empty((2, min(rows, PREDICT_BLOCK) * self._units))
+        # The kernel counts the inputs that are not finite while it reads them (one pass, not
+        # a separate np.isfinite scan); then nothing is returned and check_finite says which.
+        # An unaligned buffer (np.frombuffer at an odd offset) is another argument type: let the
+        # dispatcher pick its code rather than the entry point kept for aligned inputs.
+        predict = self._predict if x.flags.aligned else _predict_rows
+        if rows and predict(out, x, self.params, self._layout, self._kinds, work):
+            check_finite(x, "inputs")
         return out
 
-    def _work(self, rows: int) -> np.ndarray:
-        """This thread's scratch for at least `rows` samples, reused across calls. Returned
-        whole (contiguous): predict_rows takes its block size from the buffer's width."""
-        work = getattr(self._scratch, "work", None)
-        if work is None or work.shape[1] < rows * self.arch.n_units:
-            work = np.empty((2, rows * self.arch.n_units), dtype=np.float64)
-            self._scratch.work = work
-        return work
+    def _predict(self, *args) -> int:
+        """predict_rows(*args) through numba's dispatcher, which compiles or loads the kernel
+        for these argument types and picks it on every call (~0.2 us of a one-sample predict).
+        From the second call of a Network on, predict goes straight to the compiled entry point
+        the dispatcher picked: every call passes the same array types (checked in predict:
+        float64, C-contiguous, 2-D inputs; the rest are this Network's own arrays). A Network
+        made for one call never pays for looking the entry point up."""
+        self._predict = self._predict_and_keep_entry
+        return _predict_rows(*args)
+
+    def _predict_and_keep_entry(self, *args) -> int:
+        result = _predict_rows(*args)
+        try:
+            self._predict = _predict_rows.overloads[tuple(map(numba.typeof, args))].entry_point
+        except (AttributeError, KeyError):  # NUMBA_DISABLE_JIT, or types we did not foresee
+            self._predict = _predict_rows
+        return result
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""
@@ -311,10 +353,10 @@ class Network:
         if x.shape[0] != 1 or t.shape[0] != 1:
             raise InvalidArgument("Step takes one sample: input and target must be single rows")
         params = self.params.copy()
-        grad = np.zeros_like(params)
+        grad, velocity = np.zeros_like(params), np.zeros_like(params)
         work = arch.work_buffers(1)
         z, a, e, d, t_buf = work
-        loss = kernels.iteration(params, np.zeros(0), grad, z, a, e, d, t_buf, arch.layout,
+        loss = kernels.iteration(params, velocity, grad, z, a, e, d, t_buf, arch.layout,
                                  arch.kinds, x, t, NO_ORDER, 0, 0, 1, rate, 0.0)
         if not np.isfinite(params).all():
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")

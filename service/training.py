@@ -118,9 +118,6 @@ def train(net: Network, inputs, targets, options: TrainOptions,
             what = f"the loss became {loss}" if not np.isfinite(loss) else "the weights overflowed"
             raise Diverged(f"{what} at epoch {done_epochs}; lower the learning rate (it was "
                            f"{options.learning_rate}). The model keeps its last committed weights")
-        if options.momentum == 0.0:
-            # sgd_update skips the velocity without momentum; keep it true to v = m v + lr g.
-            np.multiply(grad, options.learning_rate, out=velocity)
         if took < CHUNK_SECONDS / 2:
             chunk = min(chunk * 2, max_chunk)
         elif took > CHUNK_SECONDS * 2 and chunk > 1:
