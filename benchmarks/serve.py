@@ -700,14 +700,14 @@ time, compared in one run by server CPU per call). One-sample Predict, against e
 jitnet's servicer (decode, checks, store lookup, kernel, reply) costs about 6 us in a tight
 loop but 20-30 us inside the server, where eight worker threads and grpc's poller share one
 core and its caches; protobuf parsing and serialising through the generated handlers about
-9 us; the `_CallGuard` interceptor in service/server.py about 10 us, because it builds its
-wrappers (two closures, a `_replace`d handler) on the serving thread for every call: caching
-them per method brought that to about zero. The Predict path was made leaner for this benchmark
+9 us; the `_CallGuard` interceptor in service/server.py cost about 10 us while it built its
+wrappers (two closures, a `_replace`d handler) for every call: it now caches them per method. The Predict path was made leaner for this benchmark
 (each field read once, since every read of `raw` copies the bytes; raw [rows, columns]
 decoded with one `frombuffer`; the reply filled in place): about 3% of server CPU per call,
 and three fewer 0.5 MB copies per 1,000-row call. Tails: the server's cyclic GC runs full
 collections over ~130k objects (numba's included) of up to ~40 ms every few seconds under
-load, stalling every call in flight; `gc.freeze()` after warm-up leaves ~200 tracked objects.
+load, stalling every call in flight; the server now calls `gc.freeze()` after warm-up, which
+leaves ~200 tracked objects.
 A grpc.aio server answering the same canned bytes was slower here (about 200 us per call),
 so the synchronous server stays."""
 
