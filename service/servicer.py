@@ -192,11 +192,10 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         # bytes), the reply filled in place, no logging.
         self._check_ready()
         model_id, tensor = request.model_id, request.inputs
-        validate_id(model_id)
         limits.check_rows(self._limits, convert.rows_of(tensor), "inputs")
         raw = tensor.raw
         inputs = convert.to_array(tensor, "inputs", raw)
-        record = self._store.get(model_id)
+        record = self._store.get(model_id)  # validates the id
         # The outputs are allocated before the reply is measured: refuse a reply that is sure
         # to be too big first (rows x outputs x 8 bytes), whatever the rows limit allows.
         rows = inputs.shape[0] if inputs.ndim == 2 else 1
