@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import sys
 import threading
 from typing import NamedTuple, Sequence
 
@@ -231,6 +232,14 @@ class StepResult(NamedTuple):
 
 class _Scratch(threading.local):
     work = None  # [2, rows * units]: nets and outputs of up to `rows` samples
+    # predict_sample_raw's buffers: inputs [1, n_in], outputs [1, n_out], the bytes of each as
+    # memoryviews, and work [2, units]
+    sample = None
+
+
+# The wire's raw tensors are little-endian float64: on such a host they are this machine's
+# float64 bytes as they are.
+_NATIVE_IS_WIRE = sys.byteorder == "little"
 
 
 class Network:
@@ -325,6 +334,36 @@ class Network:
         if rows and predict(out, x, self.params, self._layout, self._kinds, work):
             check_finite(x, "inputs")
         return out
+
+    def predict_sample_raw(self, raw: bytes) -> memoryview | None:
+        """One sample's outputs from its inputs, both in the wire's raw form (little-endian
+        float64 bytes): Predict's one-sample path. The bytes pass through this thread's own
+        buffers, so no numpy function runs per call: inside a busy server each one costs several
+        microseconds, which adds up to a one-sample Predict's whole budget (docs/benchmarks.md).
+
+        Returns a view of this thread's output buffer: copy it before this thread predicts
+        again. None when `raw` is not one sample for this network, when an input is not
+        finite, or on a big-endian host: predict() then gives the outputs or says what is wrong.
+        """
+        sample = self._scratch.sample
+        if sample is None:
+            if not _NATIVE_IS_WIRE:
+                return None
+            sample = self._scratch.sample = self._sample_buffers()
+        inputs, outputs, inputs_bytes, outputs_bytes, work = sample
+        if len(raw) != len(inputs_bytes):
+            return None
+        inputs_bytes[:] = raw
+        # A count of inputs that are not finite: the outputs then mean nothing.
+        if self._predict(outputs, inputs, self.params, self._layout, self._kinds, work):
+            return None
+        return outputs_bytes
+
+    def _sample_buffers(self) -> tuple:
+        inputs = np.empty((1, self._sample_shape[0]))
+        outputs = np.empty(self._sample_output_shape)
+        return (inputs, outputs, memoryview(inputs).cast("B"), memoryview(outputs).cast("B"),
+                np.empty((2, self._units)))
 
     def _predict(self, *args) -> int:
         """predict_rows(*args) through numba's dispatcher, which compiles or loads the kernel

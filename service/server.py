@@ -12,9 +12,10 @@ Lifecycle:
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
-Around every handler (`_CallGuard`): request bytes that do not parse answer INVALID_ARGUMENT
-(grpc alone answers INTERNAL), and health Check runs on threads of its own, so a probe is
-answered at once even when every worker is busy training.
+Around every handler (`_CallGuard`, wrapped once as it is registered): request bytes that do
+not parse answer INVALID_ARGUMENT (grpc alone answers INTERNAL), a handler may answer with bytes
+it encoded itself (Predict's one-sample path), and health Check runs on threads of its own, so
+a probe is answered at once even when every worker is busy training.
 """
 
 from __future__ import annotations
@@ -144,24 +145,25 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
     ]
     calls = _CallGuard(futures.ThreadPoolExecutor(max_workers=2,
                                                   thread_name_prefix="jitnet-health"))
-    # The token check comes first: a caller without it learns nothing, not even a parse error.
-    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
-    interceptors.append(calls)
+    # Only the optional token check is an interceptor: an interceptor runs on every call, ~5 us
+    # of a one-sample Predict, so the guard wraps handlers once, as they are registered.
+    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else None
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="jitnet"),
         interceptors=interceptors, options=options,
         maximum_concurrent_rpcs=lim.max_concurrent_calls)
+    guarded = _Registering(server, calls)
 
     store = Store(config.data_dir, refresh_seconds=config.refresh_seconds)
     ready = threading.Event()
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
-        NetworkServicer(store, lim, ready), server)
+        NetworkServicer(store, lim, ready), guarded)
     health_servicer = _HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, _NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), guarded)
 
     if config.tls:
         with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
@@ -228,37 +230,64 @@ class _Malformed:
                         "send the message the method's proto declares")
 
 
-class _CallGuard(grpc.ServerInterceptor):
-    """Wraps every handler of a single request: bytes that do not parse answer INVALID_ARGUMENT
-    instead of grpc's INTERNAL; health Check runs on `health_pool`; running handlers are
-    counted, so run() knows whether any outlived the grace."""
+class _Registering:
+    """Stands in for the server while the generated `add_*_to_server` functions (and
+    reflection) register their handlers, and hands each handler to the guard to wrap once."""
 
-    def __init__(self, health_pool: futures.ThreadPoolExecutor):
-        self._health_pool = health_pool
-        self._idle = threading.Condition()
-        self._running = 0
-        # Wrapped handlers by method name, built once: building them costs ~10 us, a tenth of
-        # a one-sample Predict (benchmarks/serve.py). A method's handler never changes.
+    def __init__(self, server: grpc.Server, guard: _CallGuard):
+        self._server, self._guard = server, guard
+
+    def add_generic_rpc_handlers(self, generic_handlers) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_GuardedGeneric(h, self._guard) for h in generic_handlers))
+
+    def add_registered_method_handlers(self, service: str, method_handlers: dict) -> None:
+        self._server.add_registered_method_handlers(service, {
+            name: self._guard.wrap(f"/{service}/{name}", handler)
+            for name, handler in method_handlers.items()})
+
+
+class _GuardedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose handlers are wrapped by the guard, once per method."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, guard: _CallGuard):
+        self._inner, self._guard = inner, guard
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
-    def intercept_service(self, continuation, handler_call_details):
+    def service(self, handler_call_details):
         method = handler_call_details.method or ""
         try:
             return self._wrapped[method]
         except KeyError:
-            pass
-        handler = continuation(handler_call_details)
+            wrapped = self._guard.wrap(method, self._inner.service(handler_call_details))
+            self._wrapped[method] = wrapped
+            return wrapped
+
+
+class _CallGuard:
+    """Wraps every handler of a single request: bytes that do not parse answer INVALID_ARGUMENT
+    instead of grpc's INTERNAL; a reply a handler encoded itself (bytes) is sent as it is;
+    health Check runs on `health_pool`; running handlers are counted, so run() knows whether
+    any outlived the grace."""
+
+    def __init__(self, health_pool: futures.ThreadPoolExecutor):
+        self._health_pool = health_pool
+        # A plain lock (entered in C) and a polled wait_idle: a Condition costs a one-sample
+        # Predict a few Python frames, and only shutdown ever waits.
+        self._count_lock = threading.Lock()
+        self._running = 0
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler | None
+             ) -> grpc.RpcMethodHandler | None:
         if handler is None or handler.request_streaming:
             return handler  # unknown methods, and reflection's stream: grpc's own handling
         parse = _tolerant(handler.request_deserializer, method)
         if handler.response_streaming:
-            wrapped = handler._replace(request_deserializer=parse,
-                                       unary_stream=self._wrap(handler.unary_stream, method, True))
-        else:
-            wrapped = handler._replace(request_deserializer=parse,
-                                       unary_unary=self._wrap(handler.unary_unary, method, False))
-        self._wrapped[method] = wrapped
-        return wrapped
+            return handler._replace(request_deserializer=parse,
+                                    unary_stream=self._wrap(handler.unary_stream, method, True))
+        return handler._replace(request_deserializer=parse,
+                                response_serializer=_passing_bytes(handler.response_serializer),
+                                unary_unary=self._wrap(handler.unary_unary, method, False))
 
     def _wrap(self, behavior, method: str, streaming: bool):
         def call(request, context, *rest):
@@ -268,11 +297,13 @@ class _CallGuard(grpc.ServerInterceptor):
                 return behavior(request, context, *rest)
             if streaming:
                 return self._counted_stream(behavior(request, context))
-            self._enter()
+            with self._count_lock:
+                self._running += 1
             try:
                 return behavior(request, context)
             finally:
-                self._leave()
+                with self._count_lock:
+                    self._running -= 1
 
         for name in ("experimental_non_blocking", "experimental_thread_pool"):
             if hasattr(behavior, name):
@@ -281,26 +312,31 @@ class _CallGuard(grpc.ServerInterceptor):
             call.experimental_thread_pool = self._health_pool
         return call
 
-    def _enter(self):
-        with self._idle:
-            self._running += 1
-
-    def _leave(self):
-        with self._idle:
-            self._running -= 1
-            if not self._running:
-                self._idle.notify_all()
-
     def _counted_stream(self, responses):
-        self._enter()
+        with self._count_lock:
+            self._running += 1
         try:
             yield from responses
         finally:
-            self._leave()
+            with self._count_lock:
+                self._running -= 1
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
+    def wait_idle(self, timeout: float, interval: float = 0.01) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._running:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+
+def _passing_bytes(serialize):
+    if serialize is None:
+        return None
+
+    def serializer(reply):
+        return reply if type(reply) is bytes else serialize(reply)
+    return serializer
 
 
 def _tolerant(deserialize, method: str):

@@ -205,9 +205,9 @@ class Store:
     def get(self, model_id: str) -> ModelRecord:
         """The newest committed version. NotFound, or FailedPrecondition for a model whose
         stored file cannot be read (and that this process never read a good version of)."""
-        validate_id(model_id)
-        entry = self._entries.get(model_id)
+        entry = self._entries.get(model_id)  # only valid ids are ever cached
         if entry is None or self._clock() - entry.checked_at >= self._refresh:
+            validate_id(model_id)
             with self._lock:
                 entry = self._refresh_entry(model_id)
         if entry is None:

@@ -7,8 +7,8 @@ compiled code from disk in well under a second or two.
 
 Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read-only flag), so
 warm-up makes the servicer's own calls with the very array types it passes: a store record
-(read-only parameters and velocity) through `servicer.predict`, `record.network.step` and
-`training.train`; tensors decoded by convert.py (fresh, writable, C-contiguous, whichever wire
+(read-only parameters and velocity) through `servicer.predict`, `predict_sample_raw`,
+`record.network.step` and `training.train`; tensors decoded by convert.py (fresh, writable, C-contiguous, whichever wire
 form); Step's repeated fields; Train with and without shuffling and momentum, batch 1 and a
 batch big enough for the BLAS paths; Predict with row counts going up and down. Nothing here
 touches disk. tests/service/test_svc_warmup.py checks that no call compiles anything after it.
@@ -55,6 +55,7 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
     for rows in (1, 300, 1, 7, 0):  # row counts going up and down
         for raw in (True, False):
             predict(record, _decoded(rng.random((rows, n_in)), raw))
+    record.network.predict_sample_raw(rng.random(n_in).astype("<f8").tobytes())
     record.network.step(convert.vector(rng.random(n_in).tolist()),
                         convert.vector(rng.random(n_out).tolist()), 0.1)
     x = _decoded(rng.random((40, n_in)), True)

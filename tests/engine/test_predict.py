@@ -141,3 +141,45 @@ def test_train_rejects_bad_data_naming_the_field(inputs, targets, field):
     options = training.TrainOptions(epochs=1, learning_rate=0.1)
     with pytest.raises(errors.InvalidArgument, match=field):
         next(training.train(net, inputs, targets, options))
+
+
+@pytest.mark.parametrize("sizes", [(2, 4, 1), (64, 64, 10), (3, 5, 7, 2)])
+def test_predict_sample_raw_gives_predicts_bytes(sizes):
+    net, _, rng = random_network(sum(sizes), sizes, output=Activation.SOFTMAX)
+    net.params.setflags(write=False)  # as the store hands networks out
+    for _ in range(3):
+        x = rng.standard_normal(sizes[0])
+        raw = net.predict_sample_raw(x.astype("<f8").tobytes())
+        assert raw is not None
+        assert bytes(raw) == net.predict(x).astype("<f8").tobytes()
+
+
+def test_predict_sample_raw_leaves_what_it_cannot_answer_to_predict():
+    net, _, _ = random_network(3, (3, 4, 2))
+    assert net.predict_sample_raw(np.zeros(2).tobytes()) is None  # too few inputs
+    assert net.predict_sample_raw(np.zeros(6).tobytes()) is None  # two samples
+    assert net.predict_sample_raw(np.array([0.0, np.nan, 1.0]).tobytes()) is None
+    assert net.predict_sample_raw(np.array([np.inf, 0.0, 1.0]).tobytes()) is None
+    assert net.predict_sample_raw(np.ones(3).tobytes()) is not None  # and it still answers
+
+
+def test_predict_sample_raw_buffers_are_per_thread():
+    import threading
+
+    net, _, rng = random_network(5, (4, 8, 3))
+    samples = rng.standard_normal((2, 4))
+    expected = [net.predict(s).tobytes() for s in samples]
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def predict(i):
+        view = net.predict_sample_raw(samples[i].tobytes())
+        barrier.wait()  # both threads have predicted before either reads its view
+        seen[i] = bytes(view)
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [seen[0], seen[1]] == expected

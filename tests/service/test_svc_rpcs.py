@@ -180,6 +180,41 @@ def test_predict_values_raw_zero_rows_and_row_counts_going_down(stub):
     assert list(empty.outputs.shape) == [0, 3]
 
 
+def test_predict_one_raw_sample_answers_as_every_other_form(stub):
+    """One raw sample takes the encoded fast path; its reply is the very message the general
+    path builds (values in, two rows in), and what it cannot answer gets the general path's
+    errors."""
+    create(stub, "one", sizes=(3, 6, 4), output_activation=pb.ACTIVATION_SOFTMAX)
+    x = np.random.default_rng(2).random((2, 3))
+
+    def predict(inputs):
+        return stub.Predict(pb.PredictRequest(model_id="one", inputs=inputs), timeout=TIMEOUT)
+
+    fast = predict(tensor(x[:1], raw=True))
+    assert list(fast.outputs.shape) == [1, 4] and fast.model_version == 1
+    assert array(fast.outputs).tobytes() == array(predict(tensor(x[:1])).outputs).tobytes()
+    np.testing.assert_allclose(array(fast.outputs), array(predict(tensor(x, raw=True)).outputs)[:1],
+                               rtol=1e-12)
+    stub.Step(pb.StepRequest(model_id="one", input=[0, 1, 0], target=[1, 0, 0, 0],
+                             learning_rate=0.5), timeout=TIMEOUT)
+    after = predict(tensor(x[:1], raw=True))
+    assert after.model_version == 2 and array(after.outputs).tolist() != array(fast.outputs).tolist()
+
+    def error(inputs, model_id="one"):
+        exc = error_of(lambda: stub.Predict(pb.PredictRequest(model_id=model_id, inputs=inputs),
+                                            timeout=TIMEOUT))
+        return exc.code(), exc.details()
+
+    code, details = error(tensor(np.ones((1, 2)), raw=True))  # the model takes 3 inputs
+    assert code == C.INVALID_ARGUMENT and "3" in details
+    code, details = error(tensor(np.array([[0.0, np.nan, 1.0]]), raw=True))
+    assert code == C.INVALID_ARGUMENT and "finite" in details
+    assert error(tensor(x[:1], raw=True), "missing")[0] == C.NOT_FOUND
+    both = tensor(x[:1], raw=True)
+    both.values.extend([1.0, 2.0, 3.0])
+    assert error(both, "missing")[0] == C.INVALID_ARGUMENT  # the request first, as before
+
+
 def test_step_dry_run_keeps_the_model(stub):
     stub.CreateModel(article_request("s"), timeout=TIMEOUT)
     dry = stub.Step(pb.StepRequest(model_id="s", input=[0, 1], target=[1], learning_rate=0.5,
