@@ -600,11 +600,13 @@ def section(results: dict, quick: bool) -> str:
         SECTION,
         "",
         f"Written by `python benchmarks/serve.py{' --quick' if quick else ''}` on "
-        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {_machine()}. "
+        f"{results.get('written') or f'{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}'} "
+        f"UTC. Machine: {_machine()}. "
         f"Python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy "
         f"{v['numpy']}, numba {v['numba']}, jitnet {v['jitnet']}. Load average "
-        f"{results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the end (2 cores: "
-        "anything above 0 is other work sharing the machine).",
+        f"{results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the end (the end "
+        "counts this run's own processes; the servers' CPU per call, below, says whether they "
+        "had their core).",
         "",
         f"Setup: each server process pinned to core {SERVER_CORE}, the load client (a grpc.aio "
         f"closed loop in its own process) to core {CLIENT_CORE}{pinned}; "
@@ -690,19 +692,24 @@ def section(results: dict, quick: bool) -> str:
         f"{_span(own)} us more. 0.9x echo leaves jitnet about "
         f"{min(floor) / 9:.0f} us per call for everything of its own: parsing the request, "
         "validation, the store lookup, the kernel call and the reply.",
-        f"- **1,000 rows per call**: `Network.predict` alone takes {kernel * 1e3:.2f} ms for "
-        f"1,000 digits rows on one core here (a ceiling of {1000 / kernel / 1e6:.2f}M "
-        f"samples/s before any gRPC), and the bare echo server moves "
-        f"{big['echo']['qps'] * big['rows'] / 1e6:.2f}M samples/s of 0.5 MiB requests on its "
-        "core: 1M samples/s end to end on one pinned core is out of reach for this kernel.",
+        f"- **1,000 rows per call**: 1M samples/s is 1,000 such calls a second, at most 1 ms "
+        f"of the server's one core per call. The bare echo server already spends "
+        f"{_cpu_us(big['echo']) / 1e3:.2f} ms per call receiving 0.5 MiB and answering, and "
+        f"`Network.predict` alone takes {kernel * 1e3:.2f} ms for the 1,000 rows (in a "
+        "process pinned to the same core): together over the budget before jitnet decodes or "
+        "encodes anything. Most of the kernel is the hidden layer's 64,000 sigmoids: numba calls "
+        "the scalar `exp` of libm for each (llvmlite's wheels have no SVML to vectorise it), "
+        "about 0.38 ms, where numpy's AVX-512 `exp` does the same 64,000 in 0.04 ms.",
         f"- **Train**: the server's own training loop took {t['server_elapsed'] * 1e3:.1f} ms "
         f"(in-process {t['engine'] * 1e3:.1f} ms); the other "
         f"{(t['grpc'] - t['server_elapsed'] - t['rtt']) * 1e3:.1f} ms beyond the round trip are "
-        "mostly the durable commit the API promises before the progress message is sent (temp "
-        "file, fsync, rename, directory fsync: 1.2 ms on this disk when idle, 2.4 ms measured "
-        "inside the server under load), plus the model lease and decoding. 1.2x of "
+        "the server's work around the training. Timed inside a patched server on another run: "
+        "the durable commit the API promises before a progress message is sent (temp file, "
+        "fsync, rename, directory fsync) 1.2 ms, 0.7 ms of it the two fsyncs; the lease 0.08 "
+        "ms; decoding, the stream's sends and the rest 0.4 ms. 1.2x of "
         f"{(t['engine'] + t['rtt']) * 1e3:.1f} ms leaves "
-        f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of that.",
+        f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of that: even a commit of one "
+        "fdatasync on a preallocated file (0.15 ms on this disk) would not fit.",
         "",
         PROFILE_NOTES,
     ]
@@ -712,6 +719,11 @@ def section(results: dict, quick: bool) -> str:
 # Found with py-spy and with servers patched one change at a time, A/B against each other in
 # one run (server CPU per call, 3-5 rounds): not re-measured by this script.
 PROFILE_NOTES = """\
+Until 2026-11-28 this script pinned nothing it meant to: it pinned itself to core 1 first and
+then asked which cores existed, so every server ran on core 1 with the load client (server and
+client shared one core; echo then reached about 6.4k QPS, not 8-9k). Servers and the in-process
+engine now run on core 0 for real, and the script checks the affinity of each process it starts.
+
 Profiling notes (2026-11-28; servers patched one change at a time through a sitecustomize hook
 and compared in one run by server CPU per call, 3-4 ABBA rounds each; thread CPU time of the
 handler measured inside the server). One-sample Predict:
@@ -731,9 +743,20 @@ handler measured inside the server). One-sample Predict:
   wraps each handler once, when it is registered; its count of running handlers is a plain
   lock instead of a Condition (a few Python frames per call); the store validates an id only
   when it is not cached.
-- What is left: a server running jitnet's whole stack with a Predict that returns a canned
-  message reached 0.92-0.95x echo. Parsing the request, reading its four fields and the store
-  lookup are most of the rest; a kernel call is about 2 us.
+- What is left (pinned for real, 3 ABBA rounds): jitnet's server with a Predict that returns a
+  canned message reached 0.89x echo, and 0.92x with canned bytes and no request parsing, while
+  the full Predict reached 0.86x: about two thirds of the remaining gap is the server around the
+  handler (the guard and error-mapping frames, protobuf parsing, and a process that also holds
+  numba and LLVM), not Predict. For the digits model the kernel call costs ~8 us inside the
+  server (~1 us in a loop): its 38 KB of weights come from outside L1 on each call.
+- Run to run: three full runs of this script on 2026-11-28, servers pinned for real, gave
+  jitnet/echo 0.91, 0.89 and 0.80 for one XOR sample (rounds pooled: about 0.86) and 0.82,
+  0.82 and 0.83 for one digits sample; identical servers differed by up to 5% between rounds.
+- 1,000 rows: glibc gives each 0.5 MiB buffer its own mmap and returns it on free, so every
+  call page-faults its buffers afresh (~90 faults a call). MALLOC_MMAP_THRESHOLD_=16777216 and
+  MALLOC_TRIM_THRESHOLD_=268435456 in the server's environment cut that to ~7 and server CPU
+  per call by ~7% (jitnet and echo alike); not a default, as freed memory then stays with the
+  process (docs/deploy.md).
 - Tails: the server's cyclic GC ran full collections over ~130k objects (numba's included) of
   up to ~40 ms every few seconds under load; the server calls `gc.freeze()` after warm-up,
   which leaves ~200 tracked objects. Fewer worker threads (1 or 2 instead of 8) did not change
@@ -773,19 +796,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true",
                         help=f"print the section instead of writing {DOCS.relative_to(ROOT)}")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: render the section again from a --json file")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = json.loads(pathlib.Path(args.from_json).read_text())
+        return _report(section(results, results["quick"]), args)
     args.rounds = 1 if args.quick else 3
     args.seconds = 2.0 if args.quick else 5.0
     args.warmup = 0.5 if args.quick else 1.0
     args.start_runs = 2 if args.quick else 5
-    args.train_rounds = 3 if args.quick else 7
+    args.train_rounds = 7 if args.quick else 31  # each round is milliseconds: many are cheap
 
     load_before = os.getloadavg()[0]
     results = run(args)
     results["load"] = (load_before, os.getloadavg()[0])
-    text = section(results, args.quick)
+    results["quick"] = args.quick
+    results["written"] = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}"
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return _report(section(results, args.quick), args)
+
+
+def _report(text: str, args) -> int:
     if args.no_write:
         print(text)
     else:
