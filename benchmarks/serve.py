@@ -697,9 +697,11 @@ def section(results: dict, quick: bool) -> str:
         f"{_cpu_us(big['echo']) / 1e3:.2f} ms per call receiving 0.5 MiB and answering, and "
         f"`Network.predict` alone takes {kernel * 1e3:.2f} ms for the 1,000 rows (in a "
         "process pinned to the same core): together over the budget before jitnet decodes or "
-        "encodes anything. Most of the kernel is the hidden layer's 64,000 sigmoids: numba calls "
-        "the scalar `exp` of libm for each (llvmlite's wheels have no SVML to vectorise it), "
-        "about 0.38 ms, where numpy's AVX-512 `exp` does the same 64,000 in 0.04 ms.",
+        "encodes anything. (The kernel was 0.70 ms until its batch sigmoids and softmax moved "
+        "from libm's scalar exp to `kernels.vexp`, which LLVM vectorises.) The rest of jitnet's "
+        f"{(_cpu_us(big['jitnet']) - _cpu_us(big['echo'])) / 1e3 - kernel * 1e3:.2f} ms per "
+        "call is copies of the 0.5 MiB (protobuf's parse, reading `raw`, the float64 array) and "
+        "the page faults of fresh buffers: see the malloc note below.",
         f"- **Train**: the server's own training loop took {t['server_elapsed'] * 1e3:.1f} ms "
         f"(in-process {t['engine'] * 1e3:.1f} ms); the other "
         f"{(t['grpc'] - t['server_elapsed'] - t['rtt']) * 1e3:.1f} ms beyond the round trip are "
@@ -749,9 +751,11 @@ handler measured inside the server). One-sample Predict:
   handler (the guard and error-mapping frames, protobuf parsing, and a process that also holds
   numba and LLVM), not Predict. For the digits model the kernel call costs ~8 us inside the
   server (~1 us in a loop): its 38 KB of weights come from outside L1 on each call.
-- Run to run: three full runs of this script on 2026-11-28, servers pinned for real, gave
-  jitnet/echo 0.91, 0.89 and 0.80 for one XOR sample (rounds pooled: about 0.86) and 0.82,
-  0.82 and 0.83 for one digits sample; identical servers differed by up to 5% between rounds.
+- Run to run: five full runs of this script on 2026-11-28, servers pinned for real, gave
+  jitnet/echo 0.91, 0.89, 0.80, 0.86 and 0.82 for one XOR sample (median 0.86) and 0.82,
+  0.82, 0.83, 0.78 and 0.81 for one digits sample; identical servers differed by up to 5%
+  between rounds, and the machine itself slowed by about 10% over the session (echo 8.5k ->
+  7.4k QPS).
 - 1,000 rows: glibc gives each 0.5 MiB buffer its own mmap and returns it on free, so every
   call page-faults its buffers afresh (~90 faults a call). MALLOC_MMAP_THRESHOLD_=16777216 and
   MALLOC_TRIM_THRESHOLD_=268435456 in the server's environment cut that to ~7 and server CPU
