@@ -328,9 +328,11 @@ class Network:
             work = self._scratch.work = np.empty((2, min(rows, PREDICT_BLOCK) * self._units))
         # The kernel counts the inputs that are not finite while it reads them (one pass, not
         # a separate np.isfinite scan); then nothing is returned and check_finite says which.
-        # An unaligned buffer (np.frombuffer at an odd offset) is another argument type: let the
-        # dispatcher pick its code rather than the entry point kept for aligned inputs.
-        predict = self._predict if x.flags.aligned else _predict_rows
+        # An unaligned or read-only buffer (np.frombuffer: Predict decodes raw inputs as a view)
+        # is another argument type: let the dispatcher pick its code rather than the entry point
+        # kept for aligned, writable inputs.
+        flags = x.flags
+        predict = self._predict if flags.aligned and flags.writeable else _predict_rows
         if rows and predict(out, x, self.params, self._layout, self._kinds, work):
             check_finite(x, "inputs")
         return out

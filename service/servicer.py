@@ -207,7 +207,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
                 if len(reply) <= self._limits.max_message_bytes:
                     return reply
         limits.check_rows(self._limits, convert.rows_of(tensor), "inputs")
-        inputs = convert.to_array(tensor, "inputs", raw)
+        inputs = convert.to_array(tensor, "inputs", raw, read_only=True)
         record = self._store.get(model_id)  # validates the id
         # The outputs are allocated before the reply is measured: refuse a reply that is sure
         # to be too big first (rows x outputs x 8 bytes), whatever the rows limit allows.

@@ -42,9 +42,9 @@ def _record(arch: Architecture) -> ModelRecord:
     return ModelRecord("warm-up", arch, 1, 0, 0, 0.0, 0, 0, params, velocity)
 
 
-def _decoded(array: np.ndarray, raw: bool) -> np.ndarray:
-    """Through the wire form and back, as the servicer receives a tensor."""
-    return convert.to_array(convert.from_array(array, raw), "inputs")
+def _decoded(array: np.ndarray, raw: bool, read_only: bool = False) -> np.ndarray:
+    """Through the wire form and back, as the servicer receives a tensor (Predict: read-only)."""
+    return convert.to_array(convert.from_array(array, raw), "inputs", read_only=read_only)
 
 
 def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
@@ -54,7 +54,7 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
     n_in, n_out = sizes[0], sizes[-1]
     for rows in (1, 300, 1, 7, 0):  # row counts going up and down
         for raw in (True, False):
-            predict(record, _decoded(rng.random((rows, n_in)), raw))
+            predict(record, _decoded(rng.random((rows, n_in)), raw, read_only=True))
     record.network.predict_sample_raw(rng.random(n_in).astype("<f8").tobytes())
     record.network.step(convert.vector(rng.random(n_in).tolist()),
                         convert.vector(rng.random(n_out).tolist()), 0.1)

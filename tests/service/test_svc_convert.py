@@ -87,3 +87,15 @@ def test_one_row_predict_reply_is_what_protobuf_encodes(columns, version):
     encoded = convert.one_row_predict_reply(memoryview(outputs).cast("B"), columns, version)
     assert encoded == expected.SerializeToString()
     assert pb.PredictResponse.FromString(encoded) == expected
+
+
+def test_raw_rows_decode_as_a_view_only_for_readers():
+    array = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    tensor = convert.from_array(array, raw=True)
+    raw = tensor.raw
+    view = convert.to_array(tensor, "x", raw, read_only=True)
+    assert not view.flags.writeable and view.flags.aligned and view.flags.c_contiguous
+    assert view.base is not None and bytes(view.base) == raw  # no copy of the data
+    fresh = convert.to_array(tensor, "x", raw)
+    assert fresh.flags.writeable
+    assert view.tobytes() == fresh.tobytes() == array.tobytes()
