@@ -614,8 +614,8 @@ def section(results: dict, quick: bool) -> str:
         f"servers; per round {results['warmup']:g} s warm-up + {results['seconds']:g} s "
         f"measured, {results['rounds']} round(s) per server, jitnet and echo alternating; "
         "medians over rounds. *echo* is a bare grpcio server (same thread pool, same options, "
-        "no interceptor) whose generic handler answers the same request bytes with the reply "
-        "bytes jitnet gave for them, so jitnet/echo is jitnet's own cost. Requests carry raw "
+        "none of jitnet's handler wrapping) whose generic handler answers the same request "
+        "bytes with the reply bytes jitnet gave for them, so jitnet/echo is jitnet's own cost. Requests carry raw "
         "tensor bytes, as the jitnet client sends them. *CPU us/call* is the server process's "
         "CPU time per completed call over the window: it moves less with a noisy neighbour "
         "than QPS does. The digits model is 64-64-10, sigmoid hidden, softmax output.",
@@ -751,11 +751,11 @@ handler measured inside the server). One-sample Predict:
   handler (the guard and error-mapping frames, protobuf parsing, and a process that also holds
   numba and LLVM), not Predict. For the digits model the kernel call costs ~8 us inside the
   server (~1 us in a loop): its 38 KB of weights come from outside L1 on each call.
-- Run to run: five full runs of this script on 2026-11-28, servers pinned for real, gave
-  jitnet/echo 0.91, 0.89, 0.80, 0.86 and 0.82 for one XOR sample (median 0.86) and 0.82,
-  0.82, 0.83, 0.78 and 0.81 for one digits sample; identical servers differed by up to 5%
-  between rounds, and the machine itself slowed by about 10% over the session (echo 8.5k ->
-  7.4k QPS).
+- Run to run: six full runs of this script on 2026-11-28, servers pinned for real, gave
+  jitnet/echo 0.91, 0.89, 0.80, 0.86, 0.82 and 0.83 for one XOR sample (median 0.845) and
+  0.82, 0.82, 0.83, 0.78, 0.81 and 0.79 for one digits sample (median 0.815); identical
+  servers differed by up to 5% between rounds, and the machine itself slowed by about 10%
+  over the session (echo 8.5k -> 7.5k QPS; the two highest XOR ratios came first).
 - 1,000 rows: glibc gives each 0.5 MiB buffer its own mmap and returns it on free, so every
   call page-faults its buffers afresh (~90 faults a call). MALLOC_MMAP_THRESHOLD_=16777216 and
   MALLOC_TRIM_THRESHOLD_=268435456 in the server's environment cut that to ~7 and server CPU
