@@ -252,7 +252,7 @@ class _GuardedGeneric(grpc.GenericRpcHandler):
 
     def __init__(self, inner: grpc.GenericRpcHandler, guard: _CallGuard):
         self._inner, self._guard = inner, guard
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details):
         method = handler_call_details.method or ""
@@ -260,7 +260,8 @@ class _GuardedGeneric(grpc.GenericRpcHandler):
             return self._wrapped[method]
         except KeyError:
             wrapped = self._guard.wrap(method, self._inner.service(handler_call_details))
-            self._wrapped[method] = wrapped
+            if wrapped is not None:  # not the names a client made up: the dict would grow
+                self._wrapped[method] = wrapped
             return wrapped
 
 

@@ -325,3 +325,28 @@ def test_corrupt_model_file_leaves_the_others_serving(make_server, tmp_path):
                                          timeout=TIMEOUT)) == C.NOT_FOUND
     assert not os.path.exists(data / "bad.jitnet")
     assert health_status(server.channel) == SERVING
+
+
+def test_unknown_methods_answer_unimplemented_and_are_not_remembered(server):
+    """The guard keeps its wrapped handlers by method name: only for methods that exist, or
+    any name a client makes up would stay in memory."""
+    from concurrent import futures
+
+    from jitnet.service.server import _CallGuard, _GuardedGeneric
+
+    for k in range(3):
+        call = server.channel.unary_unary(f"/jitnet.v1.NetworkService/Nope{k}")
+        assert code_of(lambda: call(b"", timeout=TIMEOUT)) == grpc.StatusCode.UNIMPLEMENTED
+
+    class Details:
+        def __init__(self, method):
+            self.method, self.invocation_metadata = method, ()
+
+    known = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+    inner = grpc.method_handlers_generic_handler("s.S", {"Known": known})
+    generic = _GuardedGeneric(inner, _CallGuard(futures.ThreadPoolExecutor(max_workers=1)))
+    for k in range(100):
+        assert generic.service(Details(f"/s.S/Made-up-{k}")) is None
+    wrapped = generic.service(Details("/s.S/Known"))
+    assert wrapped is not None and generic.service(Details("/s.S/Known")) is wrapped
+    assert list(generic._wrapped) == ["/s.S/Known"]
