@@ -9,7 +9,7 @@ numbers the proto does not define.
 
 from __future__ import annotations
 
-import functools
+import base64
 import math
 from typing import Sequence
 
@@ -20,6 +20,7 @@ from jitnet.v1 import jitnet_pb2 as pb
 
 from .errors import InvalidArgument
 from .model import Activation, Architecture, GradientMode, Init, Loss, StepResult
+from .store import validate_id
 from .training import Progress, TrainOptions
 
 _LE_F8 = np.dtype("<f8")
@@ -33,18 +34,9 @@ MAX_DIMS = 2
 # -- tensors ----------------------------------------------------------------------------------
 
 
-def shape_of(tensor: pb.Tensor) -> list[int]:
-    return list(tensor.shape)
-
-
 def rows_of(tensor: pb.Tensor) -> int:
     """The first dimension, read before anything is decoded (for the row limits)."""
     return int(tensor.shape[0]) if len(tensor.shape) else 0
-
-
-def is_raw(tensor: pb.Tensor) -> bool:
-    """Whether a request used the raw form; its reply then uses it too."""
-    return bool(tensor.raw)
 
 
 def to_array(tensor: pb.Tensor, field: str, raw: bytes | None = None, *,
@@ -114,41 +106,6 @@ def write_array(tensor: pb.Tensor, array: np.ndarray, raw: bool) -> None:
             tensor.values.extend(array.ravel().tolist())
 
 
-def one_row_predict_reply(outputs_raw, columns: int, version: int) -> bytes:
-    """PredictResponse{outputs: Tensor{shape: [1, columns], raw: outputs_raw}, model_version}
-    as encoded bytes: exactly what PredictResponse.SerializeToString gives (tests compare the
-    two), without building the messages, which costs ~7 us of a one-sample Predict inside a busy
-    server (docs/benchmarks.md). The server sends bytes a handler returns as they are."""
-    prefix, suffix = _one_row_reply_frame(columns, version)
-    return b"".join((prefix, outputs_raw, suffix))
-
-
-@functools.lru_cache(maxsize=4096)
-def _one_row_reply_frame(columns: int, version: int) -> tuple[bytes, bytes]:
-    """The bytes around the outputs: everything but them depends on columns and version only.
-    Protobuf's wire format: a field is a key (number << 3 | wire type), then a varint (type 0)
-    or a varint length and that many bytes (type 2); repeated numbers are packed."""
-    shape = _varint(1) + _varint(columns)
-    tensor = (_key(1, 2) + _varint(len(shape)) + shape  # Tensor.shape = 1
-              + _key(3, 2) + _varint(8 * columns))  # Tensor.raw = 3, then the outputs
-    prefix = _key(1, 2) + _varint(len(tensor) + 8 * columns) + tensor  # .outputs = 1
-    suffix = _key(2, 0) + _varint(version) if version else b""  # .model_version = 2
-    return prefix, suffix
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def vector(values: Sequence[float]) -> np.ndarray:
     """A repeated double field (Step's input and target) as a fresh float64 array."""
     return np.fromiter(values, dtype=np.float64, count=len(values))
@@ -157,8 +114,9 @@ def vector(values: Sequence[float]) -> np.ndarray:
 # -- enums and the architecture -----------------------------------------------------------------
 
 
-def _enum(value: int, proto_enum, kind, default, field: str):
-    """An enum field: 0 (UNSPECIFIED) is the default; numbers the proto lacks are rejected."""
+def _enum_from_proto(value: int, proto_enum, kind, default, field: str):
+    """A proto enum field as the domain's enum member: 0 (UNSPECIFIED) is `default`; numbers
+    the proto lacks are rejected."""
     if value == 0:
         return default
     if value not in proto_enum.values():
@@ -180,13 +138,13 @@ def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") 
                               "e.g. [2, 4, 1]")
     return Architecture(
         layer_sizes=tuple(int(s) for s in arch.layer_sizes),
-        hidden_activation=_enum(arch.hidden_activation, pb.Activation, Activation,
+        hidden_activation=_enum_from_proto(arch.hidden_activation, pb.Activation, Activation,
                                 Activation.SIGMOID, f"{field}.hidden_activation"),
-        output_activation=_enum(arch.output_activation, pb.Activation, Activation,
+        output_activation=_enum_from_proto(arch.output_activation, pb.Activation, Activation,
                                 Activation.SIGMOID, f"{field}.output_activation"),
-        loss=_enum(arch.loss, pb.Loss, Loss, Loss.MSE, f"{field}.loss"),
+        loss=_enum_from_proto(arch.loss, pb.Loss, Loss, Loss.MSE, f"{field}.loss"),
         bias=arch.bias if arch.HasField("bias") else True,
-        gradient_mode=_enum(arch.gradient_mode, pb.GradientMode, GradientMode,
+        gradient_mode=_enum_from_proto(arch.gradient_mode, pb.GradientMode, GradientMode,
                             GradientMode.EXACT, f"{field}.gradient_mode"),
     )
 
@@ -207,7 +165,7 @@ def architecture_to_proto(arch: Architecture) -> pb.Architecture:
 
 
 def init_from_proto(value: int) -> Init:
-    return _enum(value, pb.Init, Init, Init.XAVIER, "init")
+    return _enum_from_proto(value, pb.Init, Init, Init.XAVIER, "init")
 
 
 def layers_from_proto(layers: Sequence[pb.Layer]) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -295,3 +253,25 @@ def step_response(result: StepResult, version: int) -> pb.StepResponse:
             before=layer_to_proto(trace.weights_before, trace.biases_before, raw=False),
         ))
     return response
+
+
+# -- ListModels page tokens -------------------------------------------------------------------
+
+
+def page_token(last_id: str) -> str:
+    """The token of the page after the model `last_id`: opaque to clients."""
+    return base64.urlsafe_b64encode(b"after:" + last_id.encode()).decode().rstrip("=")
+
+
+def page_start(token: str) -> str:
+    """The id after which a page starts ("" for the first page, token "")."""
+    if not token:
+        return ""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if not text.startswith("after:"):
+        raise InvalidArgument("page_token is not one this server gave out; use the "
+                              "next_page_token of the previous ListModels reply")
+    return validate_id(text[len("after:"):], "page_token")

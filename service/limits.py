@@ -47,3 +47,42 @@ def check_message(limits: Limits, size: int, what: str) -> None:
     """A reply about to be sent (grpc would refuse it with a message naming no setting)."""
     if size > limits.max_message_bytes:
         raise _over(limits, "max_message_bytes", f"{what} would be {size} bytes")
+
+
+# -- reply sizes ---------------------------------------------------------------------------------
+# Bounds of a reply's size from the model's shape alone, so that a reply that cannot be sent is
+# refused before the work (or the commit) that would produce it. Doubles are 8 bytes on the wire
+# in either tensor form (raw, or packed values); the rest is protobuf framing, bounded generously.
+
+
+def weights_bytes(arch) -> int:
+    """The weights and biases alone: any reply carrying them is at least this big."""
+    return 8 * arch.n_params
+
+
+def model_with_weights_bound(arch) -> int:
+    """At most the size of a Model message carrying the weights: per layer two tensors'
+    framing, and the metadata (id, architecture, counters, times)."""
+    return 8 * arch.n_params + 64 * arch.n_layers + 4096
+
+
+def step_reply_bound(arch) -> int:
+    """At most the size of a StepResponse: every layer's weights twice (before and after) and
+    four numbers per neuron (net, output, error, delta), with framing."""
+    return 16 * arch.n_params + 32 * arch.n_units + 160 * arch.n_layers + 64
+
+
+def check_weights_reply(limits: Limits, arch, model_id: str) -> None:
+    """A reply with the weights of a model, refused before it is built when it cannot fit."""
+    check_message(limits, weights_bytes(arch), f"the reply with the weights of model '{model_id}'")
+
+
+def check_step_reply(limits: Limits, arch, model_id: str) -> None:
+    """Before a Step: a reply that cannot be sent must not follow a commit."""
+    check_message(limits, step_reply_bound(arch),
+                  f"the Step reply with the weights of model '{model_id}'")
+
+
+def check_outputs_reply(limits: Limits, rows: int, columns: int) -> None:
+    """Predict's outputs, refused before they are computed: rows x columns doubles."""
+    check_message(limits, 8 * rows * columns, "the Predict reply")

@@ -9,18 +9,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import sys
 import threading
 from typing import NamedTuple, Sequence
 
-import numba
 import numpy as np
 
 from . import kernels
 from .errors import Diverged, InvalidArgument
-
-_predict_rows = kernels.predict_rows
-
 
 class Activation(enum.IntEnum):
     SIGMOID = kernels.SIGMOID
@@ -60,7 +55,8 @@ PREDICT_BLOCK = 256
 _FLOAT64 = np.dtype(np.float64)
 
 
-def _enum(kind: type[enum.IntEnum], value, field: str):
+def _enum_member(kind: type[enum.IntEnum], value, field: str):
+    """kind(value), or InvalidArgument naming the field and the members it may be."""
     try:
         return kind(value)
     except ValueError:
@@ -91,10 +87,10 @@ class Architecture:
                     f"layer_sizes[{position}] is {size!r}; every layer needs at least 1 neuron"
                 )
         object.__setattr__(self, "layer_sizes", tuple(int(s) for s in sizes))
-        hidden = _enum(Activation, self.hidden_activation, "hidden_activation")
-        output = _enum(Activation, self.output_activation, "output_activation")
-        loss = _enum(Loss, self.loss, "loss")
-        mode = _enum(GradientMode, self.gradient_mode, "gradient_mode")
+        hidden = _enum_member(Activation, self.hidden_activation, "hidden_activation")
+        output = _enum_member(Activation, self.output_activation, "output_activation")
+        loss = _enum_member(Loss, self.loss, "loss")
+        mode = _enum_member(GradientMode, self.gradient_mode, "gradient_mode")
         if hidden not in HIDDEN_ACTIVATIONS:
             raise InvalidArgument(
                 f"hidden_activation {hidden.name} is for the output layer only; use SIGMOID, "
@@ -194,7 +190,7 @@ def check_learning_rate(learning_rate: float, field: str = "learning_rate") -> f
 
 def initial_parameters(arch: Architecture, init: Init, seed: int) -> np.ndarray:
     """Seeded initial weights: one seed always gives the same parameters."""
-    init = _enum(Init, init, "init")
+    init = _enum_member(Init, init, "init")
     rng = np.random.default_rng(seed)
     params = np.zeros(arch.n_params, dtype=np.float64)
     for fan_in, fan_out, w_at, b_at, _ in arch.layout:
@@ -231,15 +227,7 @@ class StepResult(NamedTuple):
 
 
 class _Scratch(threading.local):
-    work = None  # [2, rows * units]: nets and outputs of up to `rows` samples
-    # predict_sample_raw's buffers: inputs [1, n_in], outputs [1, n_out], the bytes of each as
-    # memoryviews, and work [2, units]
-    sample = None
-
-
-# The wire's raw tensors are little-endian float64: on such a host they are this machine's
-# float64 bytes as they are.
-_NATIVE_IS_WIRE = sys.byteorder == "little"
+    work = None  # [2, rows * units]: nets and outputs of up to PREDICT_BLOCK samples
 
 
 class Network:
@@ -328,62 +316,9 @@ class Network:
             work = self._scratch.work = np.empty((2, min(rows, PREDICT_BLOCK) * self._units))
         # The kernel counts the inputs that are not finite while it reads them (one pass, not
         # a separate np.isfinite scan); then nothing is returned and check_finite says which.
-        # An unaligned or read-only buffer (np.frombuffer: Predict decodes raw inputs as a view)
-        # is another argument type: let the dispatcher pick its code rather than the entry point
-        # kept for aligned, writable inputs.
-        flags = x.flags
-        predict = self._predict if flags.aligned and flags.writeable else _predict_rows
-        if rows and predict(out, x, self.params, self._layout, self._kinds, work):
+        if rows and kernels.predict_rows(out, x, self.params, self._layout, self._kinds, work):
             check_finite(x, "inputs")
         return out
-
-    def predict_sample_raw(self, raw: bytes) -> memoryview | None:
-        """One sample's outputs from its inputs, both in the wire's raw form (little-endian
-        float64 bytes): Predict's one-sample path. The bytes pass through this thread's own
-        buffers, so no numpy function runs per call: inside a busy server each one costs several
-        microseconds, which adds up to a one-sample Predict's whole budget (docs/benchmarks.md).
-
-        Returns a view of this thread's output buffer: copy it before this thread predicts
-        again. None when `raw` is not one sample for this network, when an input is not
-        finite, or on a big-endian host: predict() then gives the outputs or says what is wrong.
-        """
-        sample = self._scratch.sample
-        if sample is None:
-            if not _NATIVE_IS_WIRE:
-                return None
-            sample = self._scratch.sample = self._sample_buffers()
-        inputs, outputs, inputs_bytes, outputs_bytes, work = sample
-        if len(raw) != len(inputs_bytes):
-            return None
-        inputs_bytes[:] = raw
-        # A count of inputs that are not finite: the outputs then mean nothing.
-        if self._predict(outputs, inputs, self.params, self._layout, self._kinds, work):
-            return None
-        return outputs_bytes
-
-    def _sample_buffers(self) -> tuple:
-        inputs = np.empty((1, self._sample_shape[0]))
-        outputs = np.empty(self._sample_output_shape)
-        return (inputs, outputs, memoryview(inputs).cast("B"), memoryview(outputs).cast("B"),
-                np.empty((2, self._units)))
-
-    def _predict(self, *args) -> int:
-        """predict_rows(*args) through numba's dispatcher, which compiles or loads the kernel
-        for these argument types and picks it on every call (~0.2 us of a one-sample predict).
-        From the second call of a Network on, predict goes straight to the compiled entry point
-        the dispatcher picked: every call passes the same array types (checked in predict:
-        float64, C-contiguous, 2-D inputs; the rest are this Network's own arrays). A Network
-        made for one call never pays for looking the entry point up."""
-        self._predict = self._predict_and_keep_entry
-        return _predict_rows(*args)
-
-    def _predict_and_keep_entry(self, *args) -> int:
-        result = _predict_rows(*args)
-        try:
-            self._predict = _predict_rows.overloads[tuple(map(numba.typeof, args))].entry_point
-        except (AttributeError, KeyError):  # NUMBA_DISABLE_JIT, or types we did not foresee
-            self._predict = _predict_rows
-        return result
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""

@@ -1,5 +1,5 @@
-"""The gRPC server: build it (`create_server`), run it until SIGTERM (`run`), or both from the
-command line (`python -m jitnet.service.server --port 0`; `jitnet serve` calls `run`).
+"""The server's lifecycle: build it (`create_server`), run it until SIGTERM (`run`), or both from
+the command line (`python -m jitnet.service.server --port 0`; `jitnet serve` calls `run`).
 
 Lifecycle:
   start      the port answers at once; health is NOT_SERVING and NetworkService calls get
@@ -12,10 +12,8 @@ Lifecycle:
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
-Around every handler (`_CallGuard`, wrapped once as it is registered): request bytes that do
-not parse answer INVALID_ARGUMENT (grpc alone answers INTERNAL), a handler may answer with bytes
-it encoded itself (Predict's one-sample path), and health Check runs on threads of its own, so
-a probe is answered at once even when every worker is busy training.
+The other rooms of the server: guard.py wraps every handler (malformed requests, health's own
+threads, the count of running calls), health.py is grpc.health.v1 with a drain.
 """
 
 from __future__ import annotations
@@ -30,27 +28,26 @@ import sys
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Iterator
+from typing import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc
 
 from . import config as config_module
+from . import health
 from .auth import BearerTokenInterceptor
 from .config import Config, ConfigError
+from .guard import CallGuard, Registering
 from .servicer import NetworkServicer
-from .store import Store
+from .store import ModelStore, open_store
 from .warmup import warm_up as default_warm_up
 
 _LOGGER = logging.getLogger(__name__)
 
 SERVICE_NAME = jitnet_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 # After the grace, how long handlers that cannot see the cut may still run before the process
 # exits without them.
@@ -71,20 +68,17 @@ KEEPALIVE_OPTIONS = (
 
 @dataclasses.dataclass
 class ServerHandle:
-    """A built server. Unpacks as `server, port = create_server(config)`."""
+    """A built server: `.start()` it, `.drain()` it."""
 
     server: grpc.Server
     port: int
     config: Config
-    store: Store
+    store: ModelStore
     health: health.HealthServicer
     ready: threading.Event  # set once warmed up and loaded: SERVING
     warm_up: Callable[[], object]
+    calls: CallGuard
     startup_error: BaseException | None = None
-    calls: _CallGuard | None = None
-
-    def __iter__(self) -> Iterator:
-        return iter((self.server, self.port))
 
     def start(self) -> ServerHandle:
         """Starts answering (health NOT_SERVING), then warms up and loads in the background."""
@@ -99,7 +93,7 @@ class ServerHandle:
             warmed = time.perf_counter()
             report = self.store.open()
             _LOGGER.info("warm-up %.2f s; %d model(s) loaded from %s in %.2f s%s",
-                         warmed - began, len(report.loaded), self.store.data_dir,
+                         warmed - began, len(report.loaded), self.store.location,
                          time.perf_counter() - warmed,
                          f"; {len(report.failed)} unreadable: {', '.join(report.failed)}"
                          if report.failed else "")
@@ -113,8 +107,7 @@ class ServerHandle:
         gc.collect()
         gc.freeze()
         self.ready.set()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, _SERVING)  # ignored once draining has begun
+        self.health.serve()  # ignored once draining has begun
         _LOGGER.info("SERVING")
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -130,7 +123,7 @@ class ServerHandle:
 
     def wait_idle(self, timeout: float) -> bool:
         """Whether every handler has returned, waiting up to `timeout` seconds."""
-        return self.calls is None or self.calls.wait_idle(timeout)
+        return self.calls.wait_idle(timeout)
 
 
 def create_server(config: Config, *, warm_up: Callable[[], object] = default_warm_up
@@ -143,8 +136,8 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
         *KEEPALIVE_OPTIONS,
     ]
-    calls = _CallGuard(futures.ThreadPoolExecutor(max_workers=2,
-                                                  thread_name_prefix="jitnet-health"))
+    calls = CallGuard(futures.ThreadPoolExecutor(max_workers=2,
+                                                 thread_name_prefix="jitnet-health"))
     # Only the optional token check is an interceptor: an interceptor runs on every call, ~5 us
     # of a one-sample Predict, so the guard wraps handlers once, as they are registered.
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else None
@@ -152,15 +145,13 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="jitnet"),
         interceptors=interceptors, options=options,
         maximum_concurrent_rpcs=lim.max_concurrent_calls)
-    guarded = _Registering(server, calls)
+    guarded = Registering(server, calls)
 
-    store = Store(config.data_dir, refresh_seconds=config.refresh_seconds)
+    store = open_store(config.data_dir, refresh_seconds=config.refresh_seconds)
     ready = threading.Event()
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(store, lim, ready), guarded)
-    health_servicer = _HealthServicer()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, _NOT_SERVING)
+    health_servicer = health.HealthServicer([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), guarded)
@@ -173,183 +164,7 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         port = server.add_insecure_port(config.address)
     if not port:
         raise RuntimeError(f"could not listen on {config.address}")
-    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up,
-                        calls=calls)
-
-
-class _HealthServicer(health.HealthServicer):
-    """grpc's health service, plus `end_watches`: an open Watch is a call in flight like any
-    other, so a load balancer watching the server would hold a drain for the whole grace."""
-
-    def __init__(self):
-        super().__init__(experimental_non_blocking=True)
-        self._watches_lock = threading.Lock()
-        self._watches: set[Callable] = set()
-        self._watches_ended = False
-
-    def Watch(self, request, context, send_response_callback=None):
-        if send_response_callback is None:  # a server without non-blocking streams
-            return super().Watch(request, context)
-        lock, ended = threading.Lock(), []
-
-        def send(response):  # once ended (response None), a stream sends nothing more
-            with lock:
-                if ended:
-                    return
-                if response is None:
-                    ended.append(True)
-                send_response_callback(response)
-
-        with self._watches_lock:
-            self._watches.add(send)
-            already_ended = self._watches_ended
-        context.add_callback(lambda: self._forget_watch(send))
-        result = super().Watch(request, context, send)
-        if already_ended:
-            send(None)
-        return result
-
-    def _forget_watch(self, send) -> None:
-        with self._watches_lock:
-            self._watches.discard(send)
-
-    def end_watches(self) -> None:
-        """Ends every Watch stream (status OK, after the last status sent) and any opened later."""
-        with self._watches_lock:
-            self._watches_ended = True
-            watches, self._watches = list(self._watches), set()
-        for send in watches:
-            send(None)
-
-
-class _Malformed:
-    """Stands in for a request whose bytes did not parse."""
-
-    def __init__(self, method: str, error: Exception):
-        self.details = (f"the {method.rsplit('/', 1)[-1]} request does not parse ({error}); "
-                        "send the message the method's proto declares")
-
-
-class _Registering:
-    """Stands in for the server while the generated `add_*_to_server` functions (and
-    reflection) register their handlers, and hands each handler to the guard to wrap once."""
-
-    def __init__(self, server: grpc.Server, guard: _CallGuard):
-        self._server, self._guard = server, guard
-
-    def add_generic_rpc_handlers(self, generic_handlers) -> None:
-        self._server.add_generic_rpc_handlers(
-            tuple(_GuardedGeneric(h, self._guard) for h in generic_handlers))
-
-    def add_registered_method_handlers(self, service: str, method_handlers: dict) -> None:
-        self._server.add_registered_method_handlers(service, {
-            name: self._guard.wrap(f"/{service}/{name}", handler)
-            for name, handler in method_handlers.items()})
-
-
-class _GuardedGeneric(grpc.GenericRpcHandler):
-    """A generic handler whose handlers are wrapped by the guard, once per method."""
-
-    def __init__(self, inner: grpc.GenericRpcHandler, guard: _CallGuard):
-        self._inner, self._guard = inner, guard
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    def service(self, handler_call_details):
-        method = handler_call_details.method or ""
-        try:
-            return self._wrapped[method]
-        except KeyError:
-            wrapped = self._guard.wrap(method, self._inner.service(handler_call_details))
-            if wrapped is not None:  # not the names a client made up: the dict would grow
-                self._wrapped[method] = wrapped
-            return wrapped
-
-
-class _CallGuard:
-    """Wraps every handler of a single request: bytes that do not parse answer INVALID_ARGUMENT
-    instead of grpc's INTERNAL; a reply a handler encoded itself (bytes) is sent as it is;
-    health Check runs on `health_pool`; running handlers are counted, so run() knows whether
-    any outlived the grace."""
-
-    def __init__(self, health_pool: futures.ThreadPoolExecutor):
-        self._health_pool = health_pool
-        # A plain lock (entered in C) and a polled wait_idle: a Condition costs a one-sample
-        # Predict a few Python frames, and only shutdown ever waits.
-        self._count_lock = threading.Lock()
-        self._running = 0
-
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler | None
-             ) -> grpc.RpcMethodHandler | None:
-        if handler is None or handler.request_streaming:
-            return handler  # unknown methods, and reflection's stream: grpc's own handling
-        parse = _tolerant(handler.request_deserializer, method)
-        if handler.response_streaming:
-            return handler._replace(request_deserializer=parse,
-                                    unary_stream=self._wrap(handler.unary_stream, method, True))
-        return handler._replace(request_deserializer=parse,
-                                response_serializer=_passing_bytes(handler.response_serializer),
-                                unary_unary=self._wrap(handler.unary_unary, method, False))
-
-    def _wrap(self, behavior, method: str, streaming: bool):
-        def call(request, context, *rest):
-            if isinstance(request, _Malformed):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
-            if rest:  # non-blocking (health Watch): returns at once, replies by callback
-                return behavior(request, context, *rest)
-            if streaming:
-                return self._counted_stream(behavior(request, context))
-            with self._count_lock:
-                self._running += 1
-            try:
-                return behavior(request, context)
-            finally:
-                with self._count_lock:
-                    self._running -= 1
-
-        for name in ("experimental_non_blocking", "experimental_thread_pool"):
-            if hasattr(behavior, name):
-                setattr(call, name, getattr(behavior, name))
-        if method == _HEALTH_CHECK:
-            call.experimental_thread_pool = self._health_pool
-        return call
-
-    def _counted_stream(self, responses):
-        with self._count_lock:
-            self._running += 1
-        try:
-            yield from responses
-        finally:
-            with self._count_lock:
-                self._running -= 1
-
-    def wait_idle(self, timeout: float, interval: float = 0.01) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._running:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
-        return True
-
-
-def _passing_bytes(serialize):
-    if serialize is None:
-        return None
-
-    def serializer(reply):
-        return reply if type(reply) is bytes else serialize(reply)
-    return serializer
-
-
-def _tolerant(deserialize, method: str):
-    if deserialize is None:
-        return None
-
-    def parse(data):
-        try:
-            return deserialize(data)
-        except Exception as exc:  # noqa: BLE001 - DecodeError, and whatever a parser raises
-            return _Malformed(method, exc)
-    return parse
+    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up, calls)
 
 
 def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> int:
@@ -375,7 +190,7 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
             signal.signal(signum, on_signal)
     handle.start()
     _LOGGER.info("listening on %s:%d (%s, data dir %s, %d workers, auth %s)", config.host,
-                 handle.port, "TLS" if config.tls else "plaintext", handle.store.data_dir,
+                 handle.port, "TLS" if config.tls else "plaintext", handle.store.location,
                  config.workers, "bearer token" if config.auth_token else "off")
     while not stop.wait(0.5):
         if handle.startup_error is not None:

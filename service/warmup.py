@@ -6,12 +6,13 @@
 compiled code from disk in well under a second or two.
 
 Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read-only flag), so
-warm-up makes the servicer's own calls with the very array types it passes: a store record
-(read-only parameters and velocity) through `servicer.predict`, `predict_sample_raw`,
-`record.network.step` and `training.train`; tensors decoded by convert.py (fresh, writable, C-contiguous, whichever wire
-form); Step's repeated fields; Train with and without shuffling and momentum, batch 1 and a
-batch big enough for the BLAS paths; Predict with row counts going up and down. Nothing here
-touches disk. tests/service/test_svc_warmup.py checks that no call compiles anything after it.
+warm-up makes the servicers' own calls with the very array types they pass: a store record
+(read-only parameters and velocity) through the prediction entry (prediction.py) and the
+one-sample fast path (fastpath.py), `record.network.step` and `training.train`; tensors
+decoded by convert.py (whichever wire form; Predict's as read-only views); Step's repeated
+fields; Train with and without shuffling and momentum, batch 1 and a batch big enough for the
+BLAS paths; Predict with row counts going up and down. Nothing here touches disk.
+tests/server/test_warmup.py checks that no call compiles anything after it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ import time
 
 import numpy as np
 
-from . import convert, training
+from jitnet.v1 import jitnet_pb2 as pb
+
+from . import convert, fastpath, prediction, training
+from .config import Limits
 from .model import Activation, Architecture, GradientMode, Init, initial_parameters
-from .servicer import predict
 from .store import ModelRecord
 
 _LOGGER = logging.getLogger(__name__)
 
+_LIMITS = Limits()
 # Two shapes: a tiny network (plain loops) and one wide enough for the BLAS paths.
 _SHAPES = ((2, 3, 1), (64, 64, 10))
 
@@ -47,6 +51,14 @@ def _decoded(array: np.ndarray, raw: bool, read_only: bool = False) -> np.ndarra
     return convert.to_array(convert.from_array(array, raw), "inputs", read_only=read_only)
 
 
+def _predict(record: ModelRecord, inputs: np.ndarray, raw: bool) -> None:
+    """Predict as the servicer runs it: the fast path first, then the prediction entry."""
+    request = pb.PredictRequest(model_id=record.id, inputs=convert.from_array(inputs, raw))
+    if fastpath.predict_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
+        prediction.predict(lambda _: record, _LIMITS, record.id, inputs.shape[0],
+                           lambda: _decoded(inputs, raw, read_only=True))
+
+
 def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
               rng: np.random.Generator) -> None:
     arch = Architecture(sizes, output_activation=output, bias=bias, gradient_mode=mode)
@@ -54,8 +66,7 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
     n_in, n_out = sizes[0], sizes[-1]
     for rows in (1, 300, 1, 7, 0):  # row counts going up and down
         for raw in (True, False):
-            predict(record, _decoded(rng.random((rows, n_in)), raw, read_only=True))
-    record.network.predict_sample_raw(rng.random(n_in).astype("<f8").tobytes())
+            _predict(record, rng.random((rows, n_in)), raw)
     record.network.step(convert.vector(rng.random(n_in).tolist()),
                         convert.vector(rng.random(n_out).tolist()), 0.1)
     x = _decoded(rng.random((40, n_in)), True)

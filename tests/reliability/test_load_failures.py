@@ -12,7 +12,7 @@ import shutil
 import struct
 import time
 
-from jitnet.service.store import _HEADER, FORMAT_VERSION, MAGIC
+from jitnet.service.file_store import _HEADER, FORMAT_VERSION, MAGIC
 from jitnet.v1 import jitnet_pb2 as pb
 from rel_helpers import C, TIMEOUT, temp_files
 from svc_helpers import SERVING, XOR_X, XOR_Y, error_of, health_status, tensor, wait_for

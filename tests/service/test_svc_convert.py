@@ -78,17 +78,6 @@ def test_timestamps():
     assert (stamp.seconds, stamp.nanos) == (1_700_000_000, 123_456_789)
 
 
-@pytest.mark.parametrize("columns", [1, 2, 10, 15, 16, 127, 128, 300, 20_000])
-@pytest.mark.parametrize("version", [0, 1, 127, 128, 300, 2**35 + 3, 2**64 - 1])
-def test_one_row_predict_reply_is_what_protobuf_encodes(columns, version):
-    outputs = np.random.default_rng(columns).standard_normal((1, columns))
-    expected = pb.PredictResponse(model_version=version, outputs=pb.Tensor(
-        shape=[1, columns], raw=outputs.astype("<f8").tobytes()))
-    encoded = convert.one_row_predict_reply(memoryview(outputs).cast("B"), columns, version)
-    assert encoded == expected.SerializeToString()
-    assert pb.PredictResponse.FromString(encoded) == expected
-
-
 def test_raw_rows_decode_as_a_view_only_for_readers():
     array = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
     tensor = convert.from_array(array, raw=True)

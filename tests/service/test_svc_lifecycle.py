@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from jitnet.service.store import Store
+from jitnet.service.file_store import FileStore as Store
 from jitnet.service.model import Architecture, Init, initial_parameters
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
@@ -332,7 +332,7 @@ def test_unknown_methods_answer_unimplemented_and_are_not_remembered(server):
     any name a client makes up would stay in memory."""
     from concurrent import futures
 
-    from jitnet.service.server import _CallGuard, _GuardedGeneric
+    from jitnet.service.guard import CallGuard, _GuardedGeneric
 
     for k in range(3):
         call = server.channel.unary_unary(f"/jitnet.v1.NetworkService/Nope{k}")
@@ -344,7 +344,7 @@ def test_unknown_methods_answer_unimplemented_and_are_not_remembered(server):
 
     known = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
     inner = grpc.method_handlers_generic_handler("s.S", {"Known": known})
-    generic = _GuardedGeneric(inner, _CallGuard(futures.ThreadPoolExecutor(max_workers=1)))
+    generic = _GuardedGeneric(inner, CallGuard(futures.ThreadPoolExecutor(max_workers=1)))
     for k in range(100):
         assert generic.service(Details(f"/s.S/Made-up-{k}")) is None
     wrapped = generic.service(Details("/s.S/Known"))

@@ -1,0 +1,135 @@
+"""Predict of one sample in raw form, the latency case, in one module.
+
+The network of a one-sample Predict takes about a microsecond; inside a busy server each numpy
+or protobuf C call costs several (docs/benchmarks.md, "Serving"). So this path makes none: the
+request's bytes are copied into this thread's buffers for the model's current version, the
+kernel runs through its compiled entry point, and the reply's bytes are written around the
+output buffer. What it cannot answer (another shape, an input that is not finite, a reply over
+the size limit, a big-endian host) it leaves to the general path, which answers or says what is
+wrong: the servicer calls `predict_reply` first and goes on when it returns None. Errors it does
+raise (an unknown model) are the ones the general path would raise for the same request.
+
+The one other place that knows of this path is guard.may_return_bytes: Predict's reply may be
+the bytes made here.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from typing import Callable
+
+import numba
+import numpy as np
+
+from jitnet.v1 import jitnet_pb2 as pb
+
+from . import kernels
+from .store import ModelRecord
+
+# The wire's raw tensors are little-endian float64: on such a host, this machine's float64.
+_NATIVE_IS_WIRE = sys.byteorder == "little"
+
+# Models a thread keeps buffers for; past this many it starts over (a few KiB each).
+MAX_MODELS_PER_THREAD = 256
+
+
+def predict_reply(get_record: Callable[[str], ModelRecord], request: pb.PredictRequest,
+                  max_reply_bytes: int) -> bytes | None:
+    """The encoded PredictResponse for a one-sample raw request, or None for the general path.
+    `get_record` is the store's get (NotFound for an unknown model)."""
+    tensor = request.inputs
+    dims = tensor.shape
+    if len(dims) != 2 or dims[0] != 1 or len(tensor.values) or not _NATIVE_IS_WIRE:
+        return None
+    raw = tensor.raw  # a copy per read: read once, and only for one row
+    model_id = request.model_id
+    record = get_record(model_id)
+    prepared = _prepared(model_id, record)
+    if len(raw) != len(prepared.inputs) or len(raw) != 8 * dims[1]:
+        return None
+    prepared.inputs[:] = raw
+    if prepared.run():  # the count of inputs that are not finite
+        return None
+    reply = b"".join((prepared.prefix, prepared.outputs, prepared.suffix))
+    return reply if len(reply) <= max_reply_bytes else None
+
+
+class _Prepared:
+    """One thread's buffers for one version of a model, the kernel bound to them, and the
+    reply's bytes around the outputs."""
+
+    __slots__ = ("record", "inputs", "outputs", "run", "prefix", "suffix")
+
+    def __init__(self, record: ModelRecord):
+        arch = record.arch
+        inputs = np.empty((1, arch.layer_sizes[0]))
+        outputs = np.empty((1, arch.layer_sizes[-1]))
+        # Writable copies of layout and kinds: a read-only array is another argument type.
+        args = (outputs, inputs, record.params, arch.layout.copy(), arch.kinds.copy(),
+                np.empty((2, arch.n_units)))
+        kernel = _compiled_predict_rows(args)
+        self.record = record
+        self.inputs = memoryview(inputs).cast("B")
+        self.outputs = memoryview(outputs).cast("B")
+        self.run = functools.partial(kernel, *args)
+        self.prefix, self.suffix = _reply_frame(arch.layer_sizes[-1], record.version)
+
+
+class _PerThread(threading.local):
+    def __init__(self):
+        self.prepared: dict[str, _Prepared] = {}
+
+
+_per_thread = _PerThread()
+
+
+def _prepared(model_id: str, record: ModelRecord) -> _Prepared:
+    table = _per_thread.prepared
+    prepared = table.get(model_id)
+    if prepared is None or prepared.record is not record:
+        if len(table) >= MAX_MODELS_PER_THREAD:
+            table.clear()
+        prepared = table[model_id] = _Prepared(record)
+    return prepared
+
+
+def _compiled_predict_rows(args: tuple) -> Callable[..., int]:
+    """kernels.predict_rows compiled for exactly these arguments' types, as its compiled entry
+    point: calling that skips numba's dispatcher, which types every argument on every call
+    (about 0.2 us of a one-sample Predict). The types never change, as the arrays are these.
+
+    numba internals: Dispatcher.compile(signature) compiles (or loads from the cache) and
+    returns the entry point; tests/server/test_fastpath.py checks this still holds."""
+    predict_rows = kernels.predict_rows
+    if not hasattr(predict_rows, "compile"):  # NUMBA_DISABLE_JIT: a plain function
+        return predict_rows
+    return predict_rows.compile(tuple(numba.typeof(a) for a in args))
+
+
+def _reply_frame(columns: int, version: int) -> tuple[bytes, bytes]:
+    """The bytes of PredictResponse{outputs: Tensor{shape: [1, columns], raw: <8 x columns
+    bytes>}, model_version: version} before and after the outputs, exactly as protobuf encodes
+    them (tests compare with SerializeToString). The wire format: a field is a key (number << 3
+    | wire type), then a varint (type 0) or a varint length and that many bytes (type 2);
+    repeated numbers are packed."""
+    shape = _varint(1) + _varint(columns)
+    tensor = (_key(1, 2) + _varint(len(shape)) + shape  # Tensor.shape = 1
+              + _key(3, 2) + _varint(8 * columns))  # Tensor.raw = 3, then the outputs
+    prefix = _key(1, 2) + _varint(len(tensor) + 8 * columns) + tensor  # .outputs = 1
+    suffix = _key(2, 0) + _varint(version) if version else b""  # .model_version = 2
+    return prefix, suffix
+
+
+def _key(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

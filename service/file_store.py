@@ -1,0 +1,510 @@
+"""The file store, the embedded default: one directory, one file per model (store.ModelStore).
+
+Layout of the data directory:
+
+    <id>.jitnet             a model (format below)
+    .locks/<id>.lock        the per-model training lock (flock); made only for an existing
+                            model, kept when the model is deleted
+    .tmp-<id>-<pid>-<rand>  a write in progress; a crash can leave one behind, it is cleaned up
+
+Model file, format version 1 (all numbers little-endian):
+
+    magic "JITNETM\\0" (8 bytes) | format version u32 | metadata length u32 | parameter count u64
+    metadata: UTF-8 JSON (id, architecture, version, epochs_trained, iterations, last_loss,
+              create_time_ns, update_time_ns), space-padded to a multiple of 8 bytes
+    params:   parameter count x float64, the engine's flat buffer
+    velocity: parameter count x float64, the SGD momentum state
+    sha256 of everything above (32 bytes)
+
+Writes go to a temp file in the same directory, are fsynced, renamed over the old file
+(os.replace, or os.link for a create so two creators cannot both win) and the directory is
+fsynced: a reader or a crash sees the old version or the new one, never a mix.
+
+Several server processes may share a directory. A cached model is checked against its file
+(os.stat: inode, size, mtime) at most every `refresh_seconds`, and the id list is rescanned as
+often, so a commit by one process is served by the others soon after. Changing a model (Train,
+Step, Delete) takes a lease: an exclusive, non-blocking `flock` on the model's lock file, which
+excludes other processes and, because each lease opens its own descriptor, other threads too.
+
+Records are immutable: their arrays are read-only, and a commit makes a new record, so a reader
+holding a record (Predict) never sees half-updated weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import struct
+import threading
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, InvalidArgument,
+                     NotFound, StorageFailed)
+from .model import Activation, Architecture, GradientMode, Loss
+from .store import (LoadReport, Lease, ModelRecord, ModelStore, frozen, is_valid_id,
+                    validate_id)
+
+_LOGGER = logging.getLogger(__name__)
+
+MAGIC = b"JITNETM\x00"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIIQ")  # magic, format version, metadata length, parameter count
+_DIGEST = 32  # sha256
+SUFFIX = ".jitnet"
+_TMP_PREFIX = ".tmp-"
+_LOCK_DIR = ".locks"
+_F8 = np.dtype("<f8")
+
+
+class _Signature(NamedTuple):
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> _Signature:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclasses.dataclass
+class _Entry:
+    record: ModelRecord | None  # the newest readable version (None: never read one)
+    error: str | None  # why the current file cannot be read; None when it can
+    signature: _Signature
+    checked_at: float
+
+
+class _Unreadable(Exception):
+    pass
+
+
+class FileStore(ModelStore):
+    """Models in `data_dir`, one file each. Thread-safe; several processes may share the
+    directory."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, refresh_seconds: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic):
+        self.data_dir = os.path.abspath(os.fspath(data_dir))
+        self.location = self.data_dir
+        self._refresh = float(refresh_seconds)
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._ids: list[str] = []
+        self._scanned_at: float | None = None
+        # Serialises reading files into the cache, so an older read never replaces a newer one.
+        self._lock = threading.RLock()
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def open(self) -> LoadReport:
+        """Creates the directory, removes abandoned temp files and loads every model. A model
+        whose file is unreadable is remembered with the reason; the others serve."""
+        os.makedirs(os.path.join(self.data_dir, _LOCK_DIR), exist_ok=True)
+        removed = self._remove_abandoned_temp_files()
+        loaded, failed = [], {}
+        with self._lock:
+            for model_id in self._scan():
+                entry = self._refresh_entry(model_id, force=True)
+                if entry is None:
+                    continue
+                if entry.error is not None:
+                    failed[model_id] = entry.error  # logged when it was read
+                else:
+                    loaded.append(model_id)
+        return LoadReport(loaded, failed, removed)
+
+    def _remove_abandoned_temp_files(self) -> int:
+        """A temp file nobody holds a lock on is left over from a crash (writers lock theirs)."""
+        removed = 0
+        for name in os.listdir(self.data_dir):
+            if not name.startswith(_TMP_PREFIX):
+                continue
+            path = os.path.join(self.data_dir, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass  # being written by a live process, or already gone
+            finally:
+                os.close(fd)
+        if removed:
+            _LOGGER.info("removed %d abandoned temp file(s) from %s", removed, self.data_dir)
+        return removed
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _path(self, model_id: str) -> str:
+        return os.path.join(self.data_dir, model_id + SUFFIX)
+
+    def get(self, model_id: str) -> ModelRecord:
+        """The newest committed version. NotFound, or FailedPrecondition for a model whose
+        stored file cannot be read (and that this process never read a good version of)."""
+        entry = self._entries.get(model_id)  # only valid ids are ever cached
+        if entry is None or self._clock() - entry.checked_at >= self._refresh:
+            validate_id(model_id)
+            with self._lock:
+                entry = self._refresh_entry(model_id)
+        if entry is None:
+            raise NotFound(f"model '{model_id}' not found")
+        if entry.record is None:
+            raise FailedPrecondition(entry.error)
+        return entry.record
+
+    def _refresh_entry(self, model_id: str, force: bool = False) -> _Entry | None:
+        """Re-reads the model's file when it changed since it was cached. Call with _lock held."""
+        now = self._clock()
+        entry = self._entries.get(model_id)
+        if entry is not None and not force and now - entry.checked_at < self._refresh:
+            return entry  # another thread refreshed it while we waited for the lock
+        path = self._path(model_id)
+        try:
+            signature = _Signature.of(os.stat(path))
+        except FileNotFoundError:
+            self._forget(model_id)
+            return None
+        if entry is not None and entry.signature == signature:
+            entry.checked_at = now
+            return entry
+        try:
+            record, signature = _read(path, model_id)
+            entry = _Entry(record, None, signature, now)
+        except FileNotFoundError:
+            self._forget(model_id)
+            return None
+        except (_Unreadable, OSError) as exc:
+            why = (f"model '{model_id}' cannot be used: its stored file {model_id}{SUFFIX} is "
+                   f"unreadable ({exc}). Delete the model, or restore the file from a backup")
+            if entry is None or entry.error != why:
+                _LOGGER.error("%s", why)
+            # Keep serving the last good version read (if any), as TF Serving keeps v1 when v2
+            # fails to load; changing the model needs a readable file.
+            entry = _Entry(entry.record if entry else None, why, signature, now)
+        self._entries[model_id] = entry
+        if model_id not in self._ids:
+            self._ids.append(model_id)
+            self._ids.sort()
+        return entry
+
+    def _forget(self, model_id: str) -> None:
+        self._entries.pop(model_id, None)
+        if model_id in self._ids:
+            self._ids.remove(model_id)
+
+    def _scan(self) -> list[str]:
+        """Rescans the directory for model files. Call with _lock held."""
+        ids = []
+        for name in os.listdir(self.data_dir):
+            if name.endswith(SUFFIX) and not name.startswith("."):
+                model_id = name[: -len(SUFFIX)]
+                if is_valid_id(model_id):
+                    ids.append(model_id)
+        ids.sort()
+        for gone in set(self._entries) - set(ids):
+            del self._entries[gone]
+        self._ids = ids
+        self._scanned_at = self._clock()
+        return ids
+
+    def ids(self) -> list[str]:
+        """Every model id, sorted; rescanned at most every refresh_seconds."""
+        with self._lock:
+            if self._scanned_at is None or self._clock() - self._scanned_at >= self._refresh:
+                self._scan()
+            return list(self._ids)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def create(self, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
+        """Version 1 of a new model. AlreadyExists when the id is taken, also by a model
+        another process created a moment ago."""
+        validate_id(model_id)
+        now = time.time_ns()
+        params = frozen(params)
+        velocity = np.zeros_like(params)
+        velocity.setflags(write=False)
+        record = ModelRecord(model_id, arch, 1, 0, 0, 0.0, now, now, params, velocity)
+        path = self._path(model_id)
+        if os.path.exists(path):
+            raise AlreadyExists(f"model '{model_id}' already exists; pick another id, or "
+                                "delete it first")
+        with self._lock:
+            signature = self._write(record, exclusive=True)
+            self._entries[model_id] = _Entry(record, None, signature, self._clock())
+            if model_id not in self._ids:
+                self._ids.append(model_id)
+                self._ids.sort()
+        return record
+
+    def lease(self, model_id: str) -> FileLease:
+        """The exclusive right to change a model, across threads and processes. Busy when
+        another call holds it; the lease holds the newest committed record."""
+        validate_id(model_id)
+        if not os.path.exists(self._path(model_id)):
+            # No lock file for an id that names no model: callers cannot fill .locks/.
+            raise NotFound(f"model '{model_id}' not found")
+        lease = self._lock_only(model_id)
+        try:
+            with self._lock:
+                entry = self._refresh_entry(model_id, force=True)
+            if entry is None:
+                raise NotFound(f"model '{model_id}' not found")
+            if entry.error is not None:
+                raise FailedPrecondition(entry.error)
+            lease.record = entry.record
+            return lease
+        except BaseException:
+            lease.release()
+            raise
+
+    def delete(self, model_id: str) -> None:
+        """Removes a model, also one whose file is unreadable. Busy while it is being trained."""
+        validate_id(model_id)
+        if not os.path.exists(self._path(model_id)):
+            with self._lock:
+                self._forget(model_id)
+            raise NotFound(f"model '{model_id}' not found")
+        with self._lock_only(model_id):
+            try:
+                os.unlink(self._path(model_id))
+            except FileNotFoundError:
+                with self._lock:
+                    self._forget(model_id)
+                raise NotFound(f"model '{model_id}' not found") from None
+            except OSError as exc:
+                raise StorageFailed(f"could not delete model '{model_id}': "
+                                    f"{exc.strerror or exc}") from None
+            self._fsync_dir()
+            with self._lock:
+                self._forget(model_id)
+
+    def _lock_only(self, model_id: str) -> FileLease:
+        """Takes the model's lock without reading the model (Delete needs no readable file)."""
+        validate_id(model_id)
+        lock_path = os.path.join(self.data_dir, _LOCK_DIR, model_id + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the lock directory went away: recreate it
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Busy(f"model '{model_id}' is being trained by another call; try again when "
+                       "it finishes (Predict and GetModel keep working meanwhile)") from None
+        return FileLease(self, model_id, fd, None)
+
+    def _commit(self, record: ModelRecord) -> None:
+        with self._lock:
+            signature = self._write(record, exclusive=False)
+            self._entries[record.id] = _Entry(record, None, signature, self._clock())
+
+    def _write(self, record: ModelRecord, *, exclusive: bool) -> _Signature:
+        """Temp file, fsync, rename into place, fsync the directory. On failure the previous
+        file is untouched and the temp file removed."""
+        path = self._path(record.id)
+        fd, tmp = self._new_temp(record.id)
+        try:
+            try:
+                _write_record(fd, record)
+                os.fsync(fd)
+                if exclusive:
+                    try:
+                        os.link(tmp, path)  # fails if the id exists, even across processes
+                    except FileExistsError:
+                        raise AlreadyExists(f"model '{record.id}' already exists; pick another "
+                                            "id, or delete it first") from None
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, path)
+                signature = _Signature.of(os.fstat(fd))
+            except OSError as exc:
+                raise _storage_error(exc, record.id) from None
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)
+        self._fsync_dir()
+        return signature
+
+    def _new_temp(self, model_id: str) -> tuple[int, str]:
+        """An exclusive temp file, locked so a starting server never removes it under us."""
+        for _ in range(5):
+            tmp = os.path.join(self.data_dir,
+                               f"{_TMP_PREFIX}{model_id}-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError as exc:
+                raise _storage_error(exc, model_id) from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink > 0:
+                return fd, tmp
+            os.close(fd)  # a starting server took it for a leftover between open and lock
+        raise StorageFailed(f"could not create a temp file for model '{model_id}' in the data "
+                            "directory")
+
+    def _fsync_dir(self) -> None:
+        try:
+            dir_fd = os.open(self.data_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:  # the rename happened; only its durability is in doubt
+            _LOGGER.warning("fsync of the data directory %s failed: %s", self.data_dir, exc)
+
+
+class FileLease(Lease):
+    """A flock on the model's lock file, held while a call changes the model."""
+
+    def __init__(self, store: FileStore, model_id: str, fd: int, record: ModelRecord | None):
+        self._store = store
+        self.model_id = model_id
+        self._fd = fd
+        self.record = record  # the newest committed version
+
+    def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+               epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
+        """Writes version + 1 durably, then makes it the served version. Counters are the new
+        totals (None: unchanged). Takes ownership of the arrays (fresh ones are frozen in
+        place, others copied)."""
+        if self._fd < 0:
+            raise RuntimeError("commit after release")
+        base = self.record
+        record = dataclasses.replace(
+            base, version=base.version + 1,
+            epochs_trained=base.epochs_trained if epochs_trained is None else int(epochs_trained),
+            iterations=base.iterations if iterations is None else int(iterations),
+            last_loss=float(last_loss), update_time_ns=max(time.time_ns(), base.update_time_ns),
+            params=frozen(params), velocity=frozen(velocity))
+        self._store._commit(record)
+        self.record = record
+        return record
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def _storage_error(exc: OSError, model_id: str) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"could not save model '{model_id}': the disk of the data directory is "
+                        "full; the previous version is kept. Free some space and retry")
+    reason = exc.strerror or str(exc)
+    return StorageFailed(f"could not save model '{model_id}': {reason}; the previous version is "
+                         "kept")
+
+
+# -- the file format ------------------------------------------------------------------------------
+
+
+def _metadata(record: ModelRecord) -> bytes:
+    arch = record.arch
+    meta = {
+        "id": record.id,
+        "architecture": {
+            "layer_sizes": list(arch.layer_sizes),
+            "hidden_activation": arch.hidden_activation.name,
+            "output_activation": arch.output_activation.name,
+            "loss": arch.loss.name,
+            "bias": arch.bias,
+            "gradient_mode": arch.gradient_mode.name,
+        },
+        "version": record.version,
+        "epochs_trained": record.epochs_trained,
+        "iterations": record.iterations,
+        "last_loss": record.last_loss,
+        "create_time_ns": record.create_time_ns,
+        "update_time_ns": record.update_time_ns,
+    }
+    text = json.dumps(meta, sort_keys=True).encode()
+    return text + b" " * (-len(text) % 8)
+
+
+def _write_record(fd: int, record: ModelRecord) -> None:
+    meta = _metadata(record)
+    params = np.ascontiguousarray(record.params, dtype=_F8).view(np.uint8)
+    velocity = np.ascontiguousarray(record.velocity, dtype=_F8).view(np.uint8)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta), record.params.size)
+    digest = hashlib.sha256()
+    for part in (header, meta, params, velocity):
+        digest.update(part)
+        _write_all(fd, part)
+    _write_all(fd, digest.digest())
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read(path: str, model_id: str) -> tuple[ModelRecord, _Signature]:
+    """Parses a model file; raises _Unreadable with a reason a person can act on."""
+    with open(path, "rb") as f:
+        signature = _Signature.of(os.fstat(f.fileno()))
+        header = f.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise _Unreadable(f"truncated: {len(header)} bytes, shorter than the header")
+        magic, version, meta_len, count = _HEADER.unpack(header)
+        if magic != MAGIC:
+            raise _Unreadable("not a jitnet model file (wrong magic bytes)")
+        if version != FORMAT_VERSION:
+            raise _Unreadable(f"format version {version}; this server reads version "
+                              f"{FORMAT_VERSION}")
+        expected = _HEADER.size + meta_len + 16 * count + _DIGEST
+        if signature.size != expected:
+            raise _Unreadable(f"{'truncated' if signature.size < expected else 'too long'}: "
+                              f"{signature.size} bytes, its header says {expected}")
+        meta_bytes = f.read(meta_len)
+        params = np.empty(count, dtype=_F8)
+        velocity = np.empty(count, dtype=_F8)
+        if (len(meta_bytes) != meta_len or f.readinto(params) != params.nbytes
+                or f.readinto(velocity) != velocity.nbytes):
+            raise _Unreadable("truncated while reading")
+        stored_digest = f.read(_DIGEST)
+    digest = hashlib.sha256()
+    for part in (header, meta_bytes, params.view(np.uint8), velocity.view(np.uint8)):
+        digest.update(part)
+    if digest.digest() != stored_digest:
+        raise _Unreadable("checksum mismatch: the file is corrupt")
+    try:
+        meta = json.loads(meta_bytes.decode())
+        spec = meta["architecture"]
+        arch = Architecture(
+            tuple(spec["layer_sizes"]), Activation[spec["hidden_activation"]],
+            Activation[spec["output_activation"]], Loss[spec["loss"]], bool(spec["bias"]),
+            GradientMode[spec["gradient_mode"]])
+        record = ModelRecord(
+            str(meta["id"]), arch, int(meta["version"]), int(meta["epochs_trained"]),
+            int(meta["iterations"]), float(meta["last_loss"]), int(meta["create_time_ns"]),
+            int(meta["update_time_ns"]), frozen(params.astype(np.float64, copy=False)),
+            frozen(velocity.astype(np.float64, copy=False)))
+    except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+        raise _Unreadable(f"bad metadata: {exc}") from None
+    if record.id != model_id:
+        raise _Unreadable(f"it holds model '{record.id}', not '{model_id}'")
+    if arch.n_params != count:
+        raise _Unreadable(f"{count} parameters stored, the architecture has {arch.n_params}")
+    return record, signature

@@ -1,0 +1,40 @@
+"""The one prediction entry, for every protocol: limits, inputs, model lookup, predict, version.
+
+A protocol's servicer reads its request's row count, hands over a function that decodes the
+inputs (called once the row limit has passed, so nothing big is allocated before), and turns
+the Prediction into its reply; everything between is here, in this order, so that every protocol
+refuses the same request with the same error.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import limits
+from .config import Limits
+from .store import ModelRecord
+
+
+class Prediction(NamedTuple):
+    outputs: np.ndarray  # [rows, n_out]
+    record: ModelRecord  # the committed version that answered
+
+    @property
+    def version(self) -> int:
+        return self.record.version
+
+
+def predict(get_record: Callable[[str], ModelRecord], limits_: Limits, model_id: str,
+            rows: int, decode: Callable[[], np.ndarray]) -> Prediction:
+    """Outputs of the model's newest committed version. `get_record` is the store's get;
+    `decode` returns the inputs as a float64 [rows, n_in] (or [n_in]) array, raising
+    InvalidArgument for a malformed tensor; the model checks their width and finiteness."""
+    limits.check_rows(limits_, rows, "inputs")
+    inputs = decode()
+    record = get_record(model_id)
+    rows = inputs.shape[0] if inputs.ndim == 2 else 1
+    # Refused before the outputs are allocated, whatever the row limit allows.
+    limits.check_outputs_reply(limits_, rows, record.arch.layer_sizes[-1])
+    return Prediction(record.network.predict(inputs), record)
