@@ -1,6 +1,8 @@
-"""jitnet's server side: numba kernels, the model and training engine, the store and the gRPC service.
+"""jitnet's server side: numba kernels, the model and training engine, the model store and the
+gRPC service.
 
-Layers, each importing only those below it:
-    servicer/server -> convert -> model, training -> kernels
-                    -> store (the only code that touches disk)
+Each arrow points one way (docs/architecture.md):
+    server (lifecycle) -> guard -> servicer -> convert -> prediction / fastpath -> model -> kernels
+                                      |          status (the one error table)    training
+                                      +-> store (interface) <- file_store (the only code on disk)
 """

@@ -1,10 +1,10 @@
-"""Protobuf <-> numpy and domain objects, both ways, and nothing else.
+"""Protobuf <-> numpy and domain objects, both ways, for jitnet.v1, and nothing else.
 
 Tensors: exactly one of `values` or `raw` (little-endian float64) carries the data; a tensor with
-a zero dimension carries neither. Decoded arrays are always fresh, writable, native float64 and
-C-contiguous, so the kernels see one array type whichever form the client used (warmup.py
-compiles exactly that type). Enum fields use api.md's defaults for UNSPECIFIED and reject
-numbers the proto does not define.
+a zero dimension carries neither. Decoded arrays are native float64 and C-contiguous, fresh and
+writable, except where a caller that only reads asks for a read-only view of the raw bytes
+(Predict): warmup.py compiles the kernels for exactly these array types. Enum fields use
+api.md's defaults for UNSPECIFIED and reject numbers the proto does not define.
 """
 
 from __future__ import annotations
