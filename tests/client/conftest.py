@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from client_support import ARTICLE_HIDDEN, ARTICLE_OUTPUT, start_server
+from .client_support import ARTICLE_HIDDEN, ARTICLE_OUTPUT, start_server
 
 from jitnet.client import Client
 

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-from rel_helpers import (C, TIMEOUT, all_finite, explicit_layers, fingerprint, temp_files,
+from tests.support.stored import (C, TIMEOUT, all_finite, explicit_layers, fingerprint, temp_files,
                          weight_bytes, weights)
-from svc_helpers import error_of, tensor
+from tests.support.rpc import error_of, tensor
 
 ITERATIONS = int(os.environ.get("JITNET_CRASH_ITERATIONS", "20"))
 REPORT_EVERY = 10

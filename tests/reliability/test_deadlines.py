@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-from rel_helpers import C, TIMEOUT, all_finite, weights
-from svc_helpers import create, long_train_request, tensor, XOR_X
+from tests.support.stored import C, TIMEOUT, all_finite, weights
+from tests.support.rpc import create, long_train_request, tensor, XOR_X
 
 REPORT_EVERY = 10
 

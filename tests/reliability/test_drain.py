@@ -19,8 +19,8 @@ import psutil
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rel_helpers import C, TIMEOUT
-from svc_helpers import NOT_SERVING, SERVING, code_of, create, long_train_request, tensor, wait_for
+from tests.support.stored import C, TIMEOUT
+from tests.support.rpc import NOT_SERVING, SERVING, code_of, create, long_train_request, tensor, wait_for
 
 SERVICE = "jitnet.v1.NetworkService"
 

@@ -29,8 +29,8 @@ from jitnet.service.config import Config, Limits
 from jitnet.service.server import create_server
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from rel_helpers import SUMMARY, C, fingerprint
-from svc_helpers import SERVING, health_status
+from tests.support.stored import SUMMARY, C, fingerprint
+from tests.support.rpc import SERVING, health_status
 
 SCALE = max(1, int(os.environ.get("JITNET_FUZZ_SCALE", "1")))
 ALLOWED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION,

@@ -14,8 +14,8 @@ import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from rel_helpers import C, TIMEOUT, fingerprint, timed
-from svc_helpers import SERVING, create, error_of, health_status, long_train_request, tensor
+from tests.support.stored import C, TIMEOUT, fingerprint, timed
+from tests.support.rpc import SERVING, create, error_of, health_status, long_train_request, tensor
 
 
 def _ok(call):

@@ -14,8 +14,8 @@ import time
 
 from jitnet.service.file_store import _HEADER, FORMAT_VERSION, MAGIC
 from jitnet.v1 import jitnet_pb2 as pb
-from rel_helpers import C, TIMEOUT, temp_files
-from svc_helpers import SERVING, XOR_X, XOR_Y, error_of, health_status, tensor, wait_for
+from tests.support.stored import C, TIMEOUT, temp_files
+from tests.support.rpc import SERVING, XOR_X, XOR_Y, error_of, health_status, tensor, wait_for
 
 
 def _file(meta: dict | bytes, params: int, *, count: int | None = None,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from jitnet.client import Client, cli
 from jitnet.client.errors import JitnetError
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from rel_helpers import C, TIMEOUT
-from svc_helpers import SERVING, error_of, long_train_request, wait_for
-from test_svc_lifecycle import _self_signed  # the service tests' certificate maker
+
+from tests.support.rpc import SERVING, error_of, long_train_request, wait_for
+from tests.support.stored import TIMEOUT, C
+from tests.support.tls import self_signed_certificate
 
 TOKEN = "correct-horse-battery-staple"
 SERVICE = "jitnet.v1.NetworkService"
@@ -28,7 +28,7 @@ SERVICE = "jitnet.v1.NetworkService"
 @pytest.fixture
 def secure(spawn, tmp_path):
     """A subprocess server with TLS and a token, SERVING; yields (server, cert path)."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server = spawn("--tls-cert", str(cert), "--tls-key", str(key), "--auth-token", TOKEN,
                    serving=False)
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
@@ -142,5 +142,6 @@ def test_without_the_token_every_call_is_unauthenticated_but_probes_answer(make_
     assert next(watch).status == SERVING
     watch.cancel()
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase)
+        ProtoReflectionDescriptorDatabase,
+    )
     assert SERVICE in ProtoReflectionDescriptorDatabase(server.channel).get_services()

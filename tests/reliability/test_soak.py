@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-from rel_helpers import SUMMARY, C, TIMEOUT, rss_bytes, weight_bytes, weights
-from svc_helpers import SERVING, health_status, tensor
+from tests.support.stored import SUMMARY, C, TIMEOUT, rss_bytes, weight_bytes, weights
+from tests.support.rpc import SERVING, health_status, tensor
 
 SECONDS = float(os.environ.get("JITNET_SOAK_SECONDS", "10"))
 RSS_BOUND = 24 * 2**20  # bytes of growth allowed after the first quarter of the run

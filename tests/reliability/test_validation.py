@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from jitnet.v1 import jitnet_pb2 as pb
-from rel_helpers import C, TIMEOUT, fingerprint
-from svc_helpers import create, error_of, tensor
+from tests.support.stored import C, TIMEOUT, fingerprint
+from tests.support.rpc import create, error_of, tensor
 
 NAN, INF = float("nan"), float("inf")
 X = [[0.0, 1.0], [1.0, 0.0]]  # model "m" is 2-4-1 with biases

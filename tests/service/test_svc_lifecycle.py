@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import datetime
 import os
-import shutil
-import subprocess
 import threading
 
 import grpc
 import numpy as np
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from jitnet.service.file_store import FileStore as Store
 from jitnet.service.model import Architecture, Init, initial_parameters
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from svc_helpers import (NOT_SERVING, SERVING, TIMEOUT, XOR_X, code_of, create, error_of,
-                         health_status, long_train_request, tensor, wait_for)
+
+from tests.support.rpc import (
+    NOT_SERVING,
+    SERVING,
+    TIMEOUT,
+    XOR_X,
+    code_of,
+    create,
+    error_of,
+    health_status,
+    long_train_request,
+    tensor,
+    wait_for,
+)
+from tests.support.tls import self_signed_certificate
 
 C = grpc.StatusCode
 SERVICE = "jitnet.v1.NetworkService"
@@ -59,7 +67,8 @@ def test_failed_start_up_is_reported(make_server):
 def test_reflection_lists_the_services(server):
     from google.protobuf.descriptor_pool import DescriptorPool
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase)
+        ProtoReflectionDescriptorDatabase,
+    )
 
     db = ProtoReflectionDescriptorDatabase(server.channel)
     assert set(db.get_services()) == {SERVICE, "grpc.health.v1.Health",
@@ -202,46 +211,8 @@ def _list_ok(stub) -> bool:
 # -- TLS and the bearer token -------------------------------------------------------------------
 
 
-def _self_signed(tmp_path):
-    """A certificate for localhost and 127.0.0.1: with `cryptography`, else the openssl CLI."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    try:
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        if not shutil.which("openssl"):
-            pytest.skip("neither the cryptography package nor openssl is installed")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
-                       timeout=30)
-        return cert, key
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(private.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .sign(private, hashes.SHA256()))
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return cert, key
-
-
 def test_tls(make_server, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server = make_server(tls_cert=str(cert), tls_key=str(key))
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
@@ -270,7 +241,8 @@ def test_bearer_token(make_server):
     # health and reflection answer without the token
     assert health_status(server.channel) == SERVING
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase)
+        ProtoReflectionDescriptorDatabase,
+    )
     assert SERVICE in ProtoReflectionDescriptorDatabase(server.channel).get_services()
 
 

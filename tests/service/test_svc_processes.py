@@ -13,7 +13,7 @@ import pytest
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from svc_helpers import (NOT_SERVING, SERVING, TIMEOUT, XOR_X, XOR_Y, ServerProcess, code_of,
+from tests.support.rpc import (NOT_SERVING, SERVING, TIMEOUT, XOR_X, XOR_Y, ServerProcess, code_of,
                          create, long_train_request, tensor, wait_for)
 
 C = grpc.StatusCode

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-from svc_helpers import (ARTICLE_HIDDEN, ARTICLE_OUTPUT, TIMEOUT, XOR_X, XOR_Y, array,
+from tests.support.rpc import (ARTICLE_HIDDEN, ARTICLE_OUTPUT, TIMEOUT, XOR_X, XOR_Y, array,
                          article_request, code_of, create, error_of, long_train_request,
                          tensor, wait_for)
 

@@ -12,7 +12,7 @@ from numba.core.registry import CPUDispatcher
 
 from jitnet.service import kernels
 from jitnet.v1 import jitnet_pb2 as pb
-from svc_helpers import TIMEOUT, XOR_X, XOR_Y, create, long_train_request, tensor
+from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, create, long_train_request, tensor
 
 
 def _specialisations() -> dict[str, int]:

@@ -8,7 +8,6 @@ import time
 
 import grpc
 import numpy as np
-
 from jitnet.v1 import jitnet_pb2 as pb
 
 # Figures the tests report at the end of the run (conftest.pytest_terminal_summary).

@@ -1,4 +1,7 @@
-"""Fixtures of the service tests: real servers on 127.0.0.1 port 0, in-process."""
+"""Fixtures shared by every test folder (registered by tests/conftest.py): real servers on
+127.0.0.1 port 0, in-process (`make_server`, `server`, `stub`) or as subprocesses (`spawn`),
+with the kernels compiled once per session (`warmed`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ import dataclasses
 
 import grpc
 import pytest
-
 from jitnet.service import warmup
 from jitnet.service.config import Config, Limits
 from jitnet.service.server import ServerHandle, create_server
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
+
+from .rpc import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +74,21 @@ def server(make_server) -> Running:
 @pytest.fixture
 def stub(server):
     return server.stub
+
+
+@pytest.fixture
+def spawn(tmp_path, warmed):
+    """spawn(*flags, data_dir=None, env=None, serving=True) -> rpc.ServerProcess:
+    `python -m jitnet.service.server` on 127.0.0.1 port 0, killed by pid at the end."""
+    started = []
+
+    def start(*flags: str, data_dir=None, env=None, serving: bool = True):
+        server = ServerProcess(data_dir or tmp_path / "data", *flags, env=env)
+        started.append(server)
+        if serving:
+            server.wait_serving()
+        return server
+
+    yield start
+    for server in started:
+        server.close()
