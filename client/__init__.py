@@ -1,18 +1,7 @@
 """jitnet's client side: `Client` (numpy in/out, a deadline on every call, typed errors) and the
 `jitnet` command (cli.py). Nothing here imports the service or numba."""
 
-from .client import (
-    DEFAULT_TARGET,
-    DEFAULT_TIMEOUT,
-    AsyncClient,
-    Client,
-    LayerStep,
-    Model,
-    Progress,
-    StepTrace,
-    from_tensor,
-    to_tensor,
-)
+from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, AsyncClient, Client
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -28,6 +17,8 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .results import LayerStep, Model, Progress, StepTrace
+from .wire import from_tensor, to_tensor
 
 __all__ = [
     "DEFAULT_TARGET", "DEFAULT_TIMEOUT", "AsyncClient", "Client", "LayerStep", "Model",

@@ -35,7 +35,9 @@ from typing import Sequence
 import numpy as np
 
 from . import datasets, explain
-from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, Model, Progress, choices
+from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
+from .results import Model, Progress
+from .wire import enum_short_names
 from .errors import AlreadyExists, JitnetError
 
 # The article's network (api.md, "The article's worked example").
@@ -92,8 +94,9 @@ def _positive(kind):
     return parse
 
 
-def _enum(kind: str):
-    names = choices(kind)
+def enum_choice(kind: str):
+    """An argparse type accepting one of a kind's short names ("tanh", "cross-entropy")."""
+    names = enum_short_names(kind)
 
     def parse(text: str) -> str:
         name = text.strip().lower().replace("-", "_")
@@ -169,16 +172,17 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--id", default="", help="model id (default: the server makes one)")
     p.add_argument("--layers", type=_sizes, metavar="SIZES",
                    help="layer sizes, inputs first, e.g. 2,4,1")
-    p.add_argument("--hidden", type=_enum("activation"), default="sigmoid",
-                   help=f"hidden activation: {', '.join(choices('activation'))} (default sigmoid)")
-    p.add_argument("--output", type=_enum("activation"), default="sigmoid",
+    p.add_argument("--hidden", type=enum_choice("activation"), default="sigmoid",
+                   help=f"hidden activation: {', '.join(enum_short_names('activation'))} "
+                        "(default sigmoid)")
+    p.add_argument("--output", type=enum_choice("activation"), default="sigmoid",
                    help="output activation (default sigmoid)")
-    p.add_argument("--loss", type=_enum("loss"), default="mse",
-                   help=f"{', '.join(choices('loss'))} (default mse)")
+    p.add_argument("--loss", type=enum_choice("loss"), default="mse",
+                   help=f"{', '.join(enum_short_names('loss'))} (default mse)")
     p.add_argument("--no-bias", action="store_true", help="no biases (the article has none)")
-    p.add_argument("--gradient-mode", type=_enum("gradient_mode"), default="exact",
+    p.add_argument("--gradient-mode", type=enum_choice("gradient_mode"), default="exact",
                    help="exact, or article: the article's f(y) * (1 - f(y)) (default exact)")
-    p.add_argument("--init", type=_enum("init"), default="xavier",
+    p.add_argument("--init", type=enum_choice("init"), default="xavier",
                    help="uniform (U[0,1), the article's), xavier or he (default xavier)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--weights", metavar="FILE.json",
