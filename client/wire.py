@@ -222,20 +222,18 @@ def _layer_arrays(layer: pb.Layer, k: int):
 
 def model_from_proto(m: pb.Model) -> Model:
     arch = m.architecture
-    sizes = tuple(int(s) for s in arch.layer_sizes)
-    bias = arch.bias if arch.HasField("bias") else True
-    count = m.parameter_count or sum(o * i + (o if bias else 0) for i, o in zip(sizes, sizes[1:]))
     layers = (tuple(_layer_arrays(layer, k) for k, layer in enumerate(m.layers))
               if len(m.layers) else None)
     return Model(
-        id=m.id, layer_sizes=sizes,
+        id=m.id, layer_sizes=tuple(int(s) for s in arch.layer_sizes),
         hidden_activation=enum_short_name("activation", arch.hidden_activation),
         output_activation=enum_short_name("activation", arch.output_activation),
-        loss=enum_short_name("loss", arch.loss), bias=bias,
+        loss=enum_short_name("loss", arch.loss),
+        bias=arch.bias if arch.HasField("bias") else True,
         gradient_mode=enum_short_name("gradient_mode", arch.gradient_mode),
         version=m.version, epochs_trained=m.epochs_trained, iterations=m.iterations,
         last_loss=m.last_loss, create_time=_time(m.create_time), update_time=_time(m.update_time),
-        parameter_count=count, layers=layers)
+        parameter_count=m.parameter_count, layers=layers)
 
 
 def step_trace_from_proto(reply: pb.StepResponse, request: pb.StepRequest) -> StepTrace:
