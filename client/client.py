@@ -51,18 +51,18 @@ LIST_PAGE_SIZE = 100
 # UNAVAILABLE (nginx's 502; nginx never re-sends a gRPC call it has sent) or CANCELLED (grpc
 # cancels calls it had accepted but not yet handed to a handler when shutdown began). Train,
 # Step, CreateModel and DeleteModel are never retried. tests/deploy/test_topology.py.
-_RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
     "name": [{"service": "jitnet.v1.NetworkService", "method": m}
              for m in ("Predict", "GetModel", "ListModels")],
     "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
 }]})
 
-# Messages can carry whole data sets; the server enforces its own limits.
 _CHANNEL_OPTIONS = (
+    # Messages can carry whole data sets; the server enforces its own limits.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
-    ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+    ("grpc.service_config", RETRY_SERVICE_CONFIG),
     # A Train stream may be quiet for a long time and has no deadline by default: ping every
     # 30 s while a call is open, so a server that vanished is noticed within 50 s. The server
     # accepts pings every 10 s or more (service/server.py).
@@ -70,6 +70,13 @@ _CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
 )
+
+
+def channel_options(extra: Sequence = ()) -> list[tuple[str, object]]:
+    """The options a jitnet client opens its channel with (no message size limit of its own,
+    RETRY_SERVICE_CONFIG, keepalive pings while a call is open), followed by `extra`. For
+    programs that open their own grpc channel to a jitnet server (loadtest/locustfile.py)."""
+    return [*_CHANNEL_OPTIONS, *extra]
 
 
 def _channel_credentials(tls: bool, root_certificates):
@@ -111,7 +118,7 @@ class Client(_Base):
                  token: str | None = None, raw: bool = True, options: Sequence = (),
                  interceptors: Sequence = ()):
         super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = list(_CHANNEL_OPTIONS) + list(options)
+        options = channel_options(options)
         if self._credentials is not None:
             channel = grpc.secure_channel(target, self._credentials, options=options)
         else:
@@ -246,7 +253,7 @@ class AsyncClient(_Base):
                  token: str | None = None, raw: bool = True, options: Sequence = (),
                  interceptors: Sequence = ()):
         super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = list(_CHANNEL_OPTIONS) + list(options)
+        options = channel_options(options)
         kwargs = {"options": options, "interceptors": list(interceptors) or None}
         if self._credentials is not None:
             self._channel = grpc.aio.secure_channel(target, self._credentials, **kwargs)
