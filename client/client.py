@@ -88,8 +88,18 @@ def _channel_credentials(tls: bool, root_certificates):
     return grpc.ssl_channel_credentials(root_certificates=root_certificates)
 
 
-class _Base:
-    def __init__(self, target, timeout, tls, root_certificates, token, raw):
+class _ClientBase:
+    """What Client and AsyncClient share: the settings, the stubs, deadlines. Each opens its
+    own kind of channel (grpc or grpc.aio) in _open_channel."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
+                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
+                 token: str | None = None, raw: bool = True, options: Sequence = (),
+                 interceptors: Sequence = ()):
+        """`target` host:port; `timeout` the default deadline of unary calls in seconds;
+        `tls` with the system's roots, or `root_certificates` (PEM bytes or a file) to trust;
+        `token` sent as a bearer token; `raw` tensors as bytes (else values); `options` added
+        to channel_options(); `interceptors` client interceptors of the channel's kind."""
         if timeout is None or not timeout > 0:
             raise InvalidArgument(f"timeout is {timeout}; every call needs a deadline: give "
                                   "a number of seconds above 0")
@@ -98,6 +108,13 @@ class _Base:
         self.raw = raw
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = _channel_credentials(tls, root_certificates)
+        self._channel, channel = self._open_channel(channel_options(options), interceptors)
+        self._stub = pb_grpc.NetworkServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+
+    def _open_channel(self, options: list, interceptors: Sequence):
+        """(the channel to close, the channel to call through)."""
+        raise NotImplementedError
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is None:
@@ -110,24 +127,17 @@ class _Base:
         return f"{type(self).__name__}({self.target!r}, timeout={self.timeout})"
 
 
-class Client(_Base):
+class Client(_ClientBase):
     """A blocking client. Use it as a context manager, or call close()."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
-                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
-                 token: str | None = None, raw: bool = True, options: Sequence = (),
-                 interceptors: Sequence = ()):
-        super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = channel_options(options)
+    def _open_channel(self, options: list, interceptors: Sequence):
         if self._credentials is not None:
-            channel = grpc.secure_channel(target, self._credentials, options=options)
+            channel = grpc.secure_channel(self.target, self._credentials, options=options)
         else:
-            channel = grpc.insecure_channel(target, options=options)
-        self._channel = channel
+            channel = grpc.insecure_channel(self.target, options=options)
         if interceptors:
-            channel = grpc.intercept_channel(channel, *interceptors)
-        self._stub = pb_grpc.NetworkServiceStub(channel)
-        self._health = health_pb2_grpc.HealthStub(channel)
+            return channel, grpc.intercept_channel(channel, *interceptors)
+        return channel, channel
 
     def close(self) -> None:
         self._channel.close()
@@ -244,23 +254,17 @@ class Client(_Base):
             time.sleep(0.05)
 
 
-class AsyncClient(_Base):
+class AsyncClient(_ClientBase):
     """The same calls over grpc.aio: `async with AsyncClient(...) as c: await c.predict(...)`.
     train() is an async generator; aclose() (or leaving `async for`) cancels the call."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
-                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
-                 token: str | None = None, raw: bool = True, options: Sequence = (),
-                 interceptors: Sequence = ()):
-        super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = channel_options(options)
+    def _open_channel(self, options: list, interceptors: Sequence):
         kwargs = {"options": options, "interceptors": list(interceptors) or None}
         if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, self._credentials, **kwargs)
+            channel = grpc.aio.secure_channel(self.target, self._credentials, **kwargs)
         else:
-            self._channel = grpc.aio.insecure_channel(target, **kwargs)
-        self._stub = pb_grpc.NetworkServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            channel = grpc.aio.insecure_channel(self.target, **kwargs)
+        return channel, channel
 
     async def close(self) -> None:
         await self._channel.close()
