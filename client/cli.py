@@ -40,14 +40,6 @@ from .results import Model, Progress
 from .wire import enum_short_names
 from .errors import AlreadyExists, JitnetError
 
-# The article's network (api.md, "The article's worked example").
-ARTICLE_LAYERS = [
-    np.array([[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]),  # input -> hidden, [4, 2]
-    np.array([[0.6, 0.7, 0.3, 0.4]]),  # hidden -> output, [1, 4]
-]
-ARTICLE_ARCHITECTURE = dict(hidden="sigmoid", output="sigmoid", loss="mse", bias=False,
-                            gradient_mode="article")
-
 EXIT_USAGE = 2
 EXIT_NOT_SERVING = 1
 EXIT_INTERRUPTED = 130
@@ -308,7 +300,7 @@ def _load_layers(path: str) -> list:
 
 def _cmd_create(args) -> int:
     if args.article:
-        sizes, kwargs, layers = [2, 4, 1], dict(ARTICLE_ARCHITECTURE), ARTICLE_LAYERS
+        sizes, layers, kwargs = datasets.article()
     else:
         if args.layers is None:
             raise UsageError("--layers is required (e.g. --layers 2,4,1), or use --article")
@@ -581,8 +573,9 @@ def _create_fresh(client: Client, model_id: str, sizes, **kwargs) -> Model:
 
 
 def _demo(client: Client, args) -> int:
-    article = _create_fresh(client, "article", [2, 4, 1], layers=ARTICLE_LAYERS,
-                            **ARTICLE_ARCHITECTURE)
+    net = datasets.article()
+    article = _create_fresh(client, "article", net.layer_sizes, layers=net.layers,
+                            **net.architecture)
     print()
     print("1. The article's network: 2-4-1, sigmoid, no bias, its weights and its arithmetic.")
     print("   One step on input (0, 1), target 1, learning rate 0.001 (a dry run):")
