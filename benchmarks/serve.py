@@ -40,7 +40,6 @@ import json
 import os
 import pathlib
 import pickle
-import platform
 import shutil
 import signal
 import socket
@@ -51,8 +50,10 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+# benchmarks/common.py (a script's own directory is on sys.path)
+from common import (DOC, MACHINE_CORES, ROOT, machine, median, pin_self, pinned_to, versions,
+                    write_section)
+
 SECTION = "## Serving"
 PREDICT = "/jitnet.v1.NetworkService/Predict"
 SERVER_CORE, CLIENT_CORE = 0, 1
@@ -79,25 +80,6 @@ def DIGITS_ARCH():
 
 # ---------------------------------------------------------------------------------------------
 # Pinning and processes
-
-
-def _cores() -> set[int]:
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return set()
-
-
-# The cores this process may use when it starts, before run() pins it to CLIENT_CORE: asking
-# later would say core 0 does not exist, and every server would stay on the client's core.
-_MACHINE_CORES = _cores()
-
-
-def _pin_to(core: int | None):
-    """preexec_fn pinning a child to one core (no-op when the core does not exist)."""
-    if core is None or core not in _MACHINE_CORES:
-        return None
-    return lambda: os.sched_setaffinity(0, {core})
 
 
 def _free_port() -> int:
@@ -142,9 +124,9 @@ class Proc:
         with open(log, "wb") as stderr:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=stderr,
-                                         preexec_fn=_pin_to(core))
+                                         preexec_fn=pinned_to(core))
         self.pid = self.proc.pid
-        if _pin_to(core) is not None:  # the numbers mean nothing if the pinning did not hold
+        if pinned_to(core) is not None:  # the numbers mean nothing if the pinning did not hold
             assert os.sched_getaffinity(self.pid) == {core}, f"{argv[2]} is not on core {core}"
 
     def stop(self, timeout: float = 15.0) -> int | None:
@@ -288,7 +270,7 @@ def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: i
             str(request_file), "--in-flight", str(in_flight), "--seconds", str(seconds),
             "--warmup", str(warmup), "--server-pid", str(server_pid), "--method", PREDICT]
     out = subprocess.run(argv, env=env, capture_output=True, text=True,
-                         timeout=seconds + warmup + 120, preexec_fn=_pin_to(CLIENT_CORE))
+                         timeout=seconds + warmup + 120, preexec_fn=pinned_to(CLIENT_CORE))
     if out.returncode != 0:
         raise RuntimeError(f"load client failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
@@ -354,13 +336,9 @@ def _predict_request(model_id: str, x) -> bytes:
         shape=list(x.shape), raw=x.tobytes())).SerializeToString()
 
 
-def _median(values):
-    return statistics.median(values) if values else float("nan")
-
-
 def _summarise(runs: list[dict]) -> dict:
     keys = ("qps", "p50", "p90", "p99", "server_cpu", "client_cpu")
-    out = {k: _median([r[k] for r in runs]) for k in keys}
+    out = {k: median([r[k] for r in runs]) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     out["calls"] = sum(r["calls"] for r in runs)
     out["rounds"] = len(runs)
@@ -389,10 +367,9 @@ def measure_startup(env: dict, workdir: pathlib.Path, workers: int, warm_runs: i
 
 
 def run(args) -> dict:
-    cores = _cores()
-    pinned = {SERVER_CORE, CLIENT_CORE} <= cores
+    pinned = {SERVER_CORE, CLIENT_CORE} <= MACHINE_CORES
     if pinned:
-        os.sched_setaffinity(0, {CLIENT_CORE})  # this driver, and the load client, on core 1
+        pin_self(CLIENT_CORE)  # this driver, and the load client, on core 1
     else:
         print("warning: fewer than 2 cores; nothing is pinned", file=sys.stderr)
 
@@ -530,13 +507,13 @@ def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
     out = subprocess.run([sys.executable, __file__, "_engine", "--rounds",
                           str(args.train_rounds), "--epochs", str(epochs), "--seed", str(seed)],
                          env=env, capture_output=True, text=True, timeout=600,
-                         preexec_fn=_pin_to(SERVER_CORE))
+                         preexec_fn=pinned_to(SERVER_CORE))
     if out.returncode != 0:
         raise RuntimeError(f"in-process engine run failed:\n{out.stderr[-3000:]}")
     engine = json.loads(out.stdout)
-    result = {"grpc": _median(grpc_times), "grpc_all": grpc_times,
-              "server_elapsed": _median(server_elapsed), "engine": _median(engine["seconds"]),
-              "engine_all": engine["seconds"], "rtt": _median(rtts), "loss": progress.loss,
+    result = {"grpc": median(grpc_times), "grpc_all": grpc_times,
+              "server_elapsed": median(server_elapsed), "engine": median(engine["seconds"]),
+              "engine_all": engine["seconds"], "rtt": median(rtts), "loss": progress.loss,
               "predict_1000": engine["predict_1000"]}
     print(f"  Train XOR 10k epochs: gRPC {result['grpc'] * 1e3:.1f} ms, in-process "
           f"{result['engine'] * 1e3:.1f} ms + round trip {result['rtt'] * 1e3:.2f} ms", flush=True)
@@ -545,31 +522,6 @@ def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # The report
-
-
-def _versions() -> dict:
-    import google.protobuf
-    import grpc
-    import numba
-    import numpy
-
-    from importlib import metadata
-    return {"python": platform.python_version(), "grpcio": grpc.__version__,
-            "protobuf": google.protobuf.__version__, "numpy": numpy.__version__,
-            "numba": numba.__version__, "jitnet": metadata.version("jitnet")}
-
-
-def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{platform.machine()}")
 
 
 def _ok(met: bool) -> str:
@@ -591,7 +543,6 @@ def _cpu_us(r: dict) -> float:
 
 
 def section(results: dict, quick: bool) -> str:
-    v = _versions()
     p = results["predict"]
     t = results["train"]
     s = results["startup"]
@@ -601,9 +552,8 @@ def section(results: dict, quick: bool) -> str:
         "",
         f"Written by `python benchmarks/serve.py{' --quick' if quick else ''}` on "
         f"{results.get('written') or f'{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}'} "
-        f"UTC. Machine: {_machine()}. "
-        f"Python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy "
-        f"{v['numpy']}, numba {v['numba']}, jitnet {v['jitnet']}. Load average "
+        f"UTC. Machine: {machine()}. "
+        f"{versions('grpcio', 'protobuf', 'numpy', 'numba', 'jitnet')}. Load average "
         f"{results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the end (the end "
         "counts this run's own processes; the servers' CPU per call, below, says whether they "
         "had their core).",
@@ -662,7 +612,7 @@ def section(results: dict, quick: bool) -> str:
                  f"one round trip | {tr:.2f}x ({t['grpc'] * 1e3:.1f} ms vs "
                  f"{t['engine'] * 1e3:.1f} + {t['rtt'] * 1e3:.2f} ms) | "
                  f"{_ok(tr <= TARGETS['train_ratio'])} |")
-    warm = _median(s["warm"])
+    warm = median(s["warm"])
     lines.append(f"| Start to SERVING, warm numba cache: <= {TARGETS['start_warm_s']:g} s | "
                  f"{warm:.2f} s (median of {', '.join(f'{x:.2f}' for x in s['warm'])}) | "
                  f"{_ok(warm <= TARGETS['start_warm_s'])} |")
@@ -768,26 +718,6 @@ handler measured inside the server). One-sample Predict:
   per call), so the synchronous server stays."""
 
 
-def write_section(text: str, path: pathlib.Path = DOCS) -> None:
-    """Replaces the `## Serving` section (up to the next `## ` heading) or appends it at the end;
-    every other line of the file stays as it is."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    current = path.read_text()
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        sep = "" if current.endswith("\n\n") or not current else ("\n" if current.endswith("\n") else "\n\n")
-        path.write_text(current + sep + text)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("_echo", "_client", "_engine"):
@@ -798,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8,
                         help="server thread pool, both servers (default 8, jitnet's default)")
     parser.add_argument("--no-write", action="store_true",
-                        help=f"print the section instead of writing {DOCS.relative_to(ROOT)}")
+                        help=f"print the section instead of writing {DOC.relative_to(ROOT)}")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--from-json", metavar="FILE",
                         help="measure nothing: render the section again from a --json file")
@@ -826,8 +756,8 @@ def _report(text: str, args) -> int:
     if args.no_write:
         print(text)
     else:
-        write_section(text)
-        print(f"wrote the {SECTION} section of {DOCS}")
+        write_section(text, SECTION)
+        print(f"wrote the {SECTION} section of {DOC}")
     return 0
 
 
