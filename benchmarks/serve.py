@@ -625,8 +625,8 @@ def section(results: dict, quick: bool) -> str:
     floor = [_cpu_us(c["echo"]) for c in small]
     kernel = t["predict_1000"]
     # The server is the bottleneck of the one-sample cases and has a core of its own: well
-    # under one core of CPU means another tenant took a share of the machine (seen here: the
-    # server and the load client sharing one core's worth), which narrows every ratio.
+    # under one core of CPU means another tenant took a share of the machine, which narrows
+    # every ratio.
     server_cpu = [c[n]["server_cpu"] for c in small for n in ("jitnet", "echo")]
     if min(server_cpu) < 0.8:
         lines += ["", f"**Caution:** the pinned servers used only {min(server_cpu):.2f}-"
@@ -647,75 +647,20 @@ def section(results: dict, quick: bool) -> str:
         f"{_cpu_us(big['echo']) / 1e3:.2f} ms per call receiving 0.5 MiB and answering, and "
         f"`Network.predict` alone takes {kernel * 1e3:.2f} ms for the 1,000 rows (in a "
         "process pinned to the same core): together over the budget before jitnet decodes or "
-        "encodes anything. (The kernel was 0.70 ms until its batch sigmoids and softmax moved "
-        "from libm's scalar exp to `kernels.vexp`, which LLVM vectorises.) The rest of jitnet's "
+        "encodes anything. The rest of jitnet's "
         f"{(_cpu_us(big['jitnet']) - _cpu_us(big['echo'])) / 1e3 - kernel * 1e3:.2f} ms per "
         "call is copies of the 0.5 MiB (protobuf's parse, reading `raw`, the float64 array) and "
-        "the page faults of fresh buffers: see the malloc note below.",
+        "the page faults of fresh buffers (see the malloc note in *Serving: profiling notes*).",
         f"- **Train**: the server's own training loop took {t['server_elapsed'] * 1e3:.1f} ms "
         f"(in-process {t['engine'] * 1e3:.1f} ms); the other "
         f"{(t['grpc'] - t['server_elapsed'] - t['rtt']) * 1e3:.1f} ms beyond the round trip are "
-        "the server's work around the training. Timed inside a patched server on another run: "
-        "the durable commit the API promises before a progress message is sent (temp file, "
-        "fsync, rename, directory fsync) 1.2 ms, 0.7 ms of it the two fsyncs; the lease 0.08 "
-        "ms; decoding, the stream's sends and the rest 0.4 ms. 1.2x of "
+        "the server's work around the training, mostly the durable commit the API promises "
+        "before a progress message is sent. 1.2x of "
         f"{(t['engine'] + t['rtt']) * 1e3:.1f} ms leaves "
-        f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of that: even a commit of one "
-        "fdatasync on a preallocated file (0.15 ms on this disk) would not fit.",
-        "",
-        PROFILE_NOTES,
+        f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of it (what a commit costs: "
+        "*Serving: profiling notes*).",
     ]
     return "\n".join(lines) + "\n"
-
-
-# Found with py-spy and with servers patched one change at a time, A/B against each other in
-# one run (server CPU per call, 3-5 rounds): not re-measured by this script.
-PROFILE_NOTES = """\
-Until 2026-11-28 this script pinned nothing it meant to: it pinned itself to core 1 first and
-then asked which cores existed, so every server ran on core 1 with the load client (server and
-client shared one core; echo then reached about 6.4k QPS, not 8-9k). Servers and the in-process
-engine now run on core 0 for real, and the script checks the affinity of each process it starts.
-
-Profiling notes (2026-11-28; servers patched one change at a time through a sitecustomize hook
-and compared in one run by server CPU per call, 3-4 ABBA rounds each; thread CPU time of the
-handler measured inside the server). One-sample Predict:
-
-- Inside a busy pinned server, a call into numpy or into protobuf's C code costs about 4x what
-  it costs in a tight loop (four small numpy calls: 2.5 us in a loop, +11 us per Predict in the
-  server), while plain Python bytecode costs about what it does in a loop. Between two calls,
-  eight workers, grpc's poller and its C core run on the same core; the large C libraries lose
-  their cache lines, the interpreter's hot loop keeps them.
-- So the one-sample path avoids such calls: `Network.predict_sample_raw` copies the request's
-  raw bytes into this thread's input buffer and hands back a view of its output buffer (no
-  numpy function per call), and `convert.one_row_predict_reply` writes the PredictResponse
-  bytes directly (what `SerializeToString` gives, tested byte for byte) instead of building two
-  messages (~7 us in the server). Before: 160-170 us of server CPU per call, 0.71-0.75x echo
-  in this session's runs; after: 119-134 us, 0.80-0.88x.
-- The `_CallGuard` is no longer an interceptor (an interceptor runs for every call, ~5 us): it
-  wraps each handler once, when it is registered; its count of running handlers is a plain
-  lock instead of a Condition (a few Python frames per call); the store validates an id only
-  when it is not cached.
-- What is left (pinned for real, 3 ABBA rounds): jitnet's server with a Predict that returns a
-  canned message reached 0.89x echo, and 0.92x with canned bytes and no request parsing, while
-  the full Predict reached 0.86x: about two thirds of the remaining gap is the server around the
-  handler (the guard and error-mapping frames, protobuf parsing, and a process that also holds
-  numba and LLVM), not Predict. For the digits model the kernel call costs ~8 us inside the
-  server (~1 us in a loop): its 38 KB of weights come from outside L1 on each call.
-- Run to run: six full runs of this script on 2026-11-28, servers pinned for real, gave
-  jitnet/echo 0.91, 0.89, 0.80, 0.86, 0.82 and 0.83 for one XOR sample (median 0.845) and
-  0.82, 0.82, 0.83, 0.78, 0.81 and 0.79 for one digits sample (median 0.815); identical
-  servers differed by up to 5% between rounds, and the machine itself slowed by about 10%
-  over the session (echo 8.5k -> 7.5k QPS; the two highest XOR ratios came first).
-- 1,000 rows: glibc gives each 0.5 MiB buffer its own mmap and returns it on free, so every
-  call page-faults its buffers afresh (~90 faults a call). MALLOC_MMAP_THRESHOLD_=16777216 and
-  MALLOC_TRIM_THRESHOLD_=268435456 in the server's environment cut that to ~7 and server CPU
-  per call by ~7% (jitnet and echo alike); not a default, as freed memory then stays with the
-  process (docs/deploy.md).
-- Tails: the server's cyclic GC ran full collections over ~130k objects (numba's included) of
-  up to ~40 ms every few seconds under load; the server calls `gc.freeze()` after warm-up,
-  which leaves ~200 tracked objects. Fewer worker threads (1 or 2 instead of 8) did not change
-  the ratio; a grpc.aio server answering the same canned bytes was slower here (about 200 us
-  per call), so the synchronous server stays."""
 
 
 def main(argv: list[str] | None = None) -> int:
