@@ -45,6 +45,7 @@ if "--keep-openblas-env" not in sys.argv:
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from jitnet.client import datasets  # noqa: E402
 from jitnet.service import training  # noqa: E402
 from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402
 
@@ -64,8 +65,7 @@ try:
 except ImportError:
     sklearn = None
 
-XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-XOR_T = np.array([[0.0], [1.0], [1.0], [0.0]])
+XOR_X, XOR_T, _ = datasets.xor()
 XOR_ARCH = Architecture((2, 4, 1))  # sigmoid / sigmoid, MSE, biases
 DIGITS_ARCH = Architecture((64, 64, 10), Activation.RELU, Activation.SOFTMAX,
                            Loss.CROSS_ENTROPY)
