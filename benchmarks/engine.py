@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,8 +45,13 @@ if "--keep-openblas-env" not in sys.argv:
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from jitnet.client import datasets  # noqa: E402
 from jitnet.service import training  # noqa: E402
 from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402
+
+# benchmarks/common.py (a script's own directory is on sys.path)
+from common import (DOC, MACHINE_CORES, ROOT, cpu_flags, cpu_model, median,  # noqa: E402
+                    pin_self, versions, write_section)
 
 try:
     import torch
@@ -61,11 +65,7 @@ try:
 except ImportError:
     sklearn = None
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-
-XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-XOR_T = np.array([[0.0], [1.0], [1.0], [0.0]])
+XOR_X, XOR_T, _ = datasets.xor()
 XOR_ARCH = Architecture((2, 4, 1))  # sigmoid / sigmoid, MSE, biases
 DIGITS_ARCH = Architecture((64, 64, 10), Activation.RELU, Activation.SOFTMAX,
                            Loss.CROSS_ENTROPY)
@@ -81,16 +81,10 @@ DIGITS_MIN_ACCURACY = 0.95
 
 
 def pin_to_one_core():
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    except (AttributeError, OSError):
-        pass
+    if MACHINE_CORES:  # empty where the OS has no CPU affinity
+        pin_self(min(MACHINE_CORES))
     if torch is not None:
         torch.set_num_threads(1)
-
-
-def median_of(samples):
-    return float(np.median(samples))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,38 +502,6 @@ def blas_info():
     return "; ".join(rows) or "none found"
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ("avx2", "fma", "avx512f") if f in flags)
-    except OSError:
-        pass
-    return ""
-
-
-def versions():
-    import numba
-    import scipy
-    parts = [f"Python {platform.python_version()}", f"numpy {np.__version__}",
-             f"numba {numba.__version__}", f"scipy {scipy.__version__}"]
-    parts.append(f"torch {torch.__version__}" if torch is not None else "torch not installed")
-    parts.append(f"scikit-learn {sklearn.__version__}" if sklearn is not None
-                 else "scikit-learn not installed")
-    return ", ".join(parts)
-
-
 def measure(quick):
     repeats = 3 if quick else 11
     impls = ["engine", "bare", "numpy", "torch", "sklearn"]
@@ -580,7 +542,7 @@ def measure(quick):
     for row in results:
         for name in impls:
             if samples[row][name]:
-                results[row][name] = median_of(samples[row][name])
+                results[row][name] = median(samples[row][name])
     accuracies = {name: float(np.mean(v)) for name, v in accuracies.items()}
     return results, accuracies, repeats
 
@@ -664,7 +626,7 @@ def report(results, accuracies, repeats, starts, quick):
 
         `python benchmarks/engine.py{' --quick' if quick else ''}`, {datetime.date.today()}:
         {cpu_model()} ({cpu_flags()}), pinned to one core, one BLAS / OpenMP / torch thread;
-        {versions()}. BLAS: {blas_info()}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {env_note}.
+        {versions("numpy", "numba", "scipy", "torch", "scikit-learn")}. BLAS: {blas_info()}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {env_note}.
         Medians of {repeats} repeats, the implementations of a row back to back in each; ratios
         are each implementation's time over the engine's (above 1: the engine is faster).
 
@@ -691,23 +653,6 @@ def report(results, accuracies, repeats, starts, quick):
                                                          verdicts(results, accuracies))
 
 
-def write_section(text):
-    """Replaces the `## Engine` section of docs/benchmarks.md (up to the next `## `), keeping
-    everything else."""
-    old = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Engine"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + \
-            "".join(lines[end:])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
@@ -721,7 +666,7 @@ def main(argv=None):
     text = report(results, accuracies, repeats, starts, args.quick)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, "## Engine")
         print(f"written to {DOC.relative_to(ROOT)}")
     return 0
 

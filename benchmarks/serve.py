@@ -4,6 +4,8 @@
                                           # docs/benchmarks.md (nothing else in that file)
     python benchmarks/serve.py --quick    # ~1 minute, fewer and shorter rounds
     python benchmarks/serve.py --no-write # print the section only
+    python benchmarks/serve.py --quick --cases xor1 --baseline HEAD~1
+                                          # one case, this tree's server beside HEAD~1's
 
 What runs where (2 cores): every server process is pinned to core 0 (os.sched_setaffinity),
 this driver and the load client to core 1. The load client is a grpc.aio closed loop in its own
@@ -12,12 +14,22 @@ pre-serialised request bytes, timing every call. QPS counts the calls that start
 inside the measured window (after a warm-up); p50/p90/p99 are over those calls; errors count
 every failed call of the run.
 
-The baseline is a bare grpcio server with the same thread pool (`--workers`, default the
+The yardstick, *echo*, is a bare grpcio server with the same thread pool (`--workers`, default the
 server's 8) and the same server options, whose generic handler answers the same request bytes
 with a canned PredictResponse: the very bytes jitnet answered for that request. The ratio
 jitnet / echo is therefore jitnet's own cost (parsing, validation, the store lookup, the kernel,
-the reply) on top of what grpcio costs anyway. Rounds alternate jitnet and echo (ABBA order) and
-the table reports medians over rounds.
+the reply) on top of what grpcio costs anyway. The servers take turns within each round, in
+reverse order every other round (ABBA), and the table reports medians over rounds.
+
+`--baseline REV` runs the server of another git revision as a third server, "jitnet@REV", with
+the same pinning, options and models: from a temporary `git worktree add --detach` of REV and an
+import root that maps it as pyproject's package-dir does (jitnet -> protos/jitnet,
+jitnet.service -> service, jitnet.client -> client), on PYTHONPATH, nothing installed. Both
+jitnet/echo ratios of one run then show what the change between REV and the working tree did,
+with the same noise on both. The worktree is removed at the end.
+
+`--cases` runs only the Predict cases named (xor1, digits1, digits1000), without the start-up and
+Train measurements, and prints the section instead of writing it.
 
 Cases:
   Predict XOR 1      one sample into a 2-4-1 model (raw tensor bytes, as the jitnet client sends)
@@ -35,12 +47,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import os
 import pathlib
 import pickle
-import platform
 import shutil
 import signal
 import socket
@@ -51,11 +63,19 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+# benchmarks/common.py (a script's own directory is on sys.path)
+from common import (DOC, MACHINE_CORES, ROOT, machine, median, pin_self, pinned_to, versions,
+                    write_section)
+
 SECTION = "## Serving"
 PREDICT = "/jitnet.v1.NetworkService/Predict"
 SERVER_CORE, CLIENT_CORE = 0, 1
+CASE_TITLES = {
+    "xor1": "Predict XOR, 1 sample",
+    "digits1": "Predict digits 64-64-10, 1 sample",
+    "digits1000": "Predict digits 64-64-10, 1,000 rows per call",
+}
+PREDICT_CASES = tuple(CASE_TITLES)
 
 TARGETS = {
     "qps_ratio": 0.9,  # Predict of one sample: at least 0.9x the echo server's QPS
@@ -79,25 +99,6 @@ def DIGITS_ARCH():
 
 # ---------------------------------------------------------------------------------------------
 # Pinning and processes
-
-
-def _cores() -> set[int]:
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return set()
-
-
-# The cores this process may use when it starts, before run() pins it to CLIENT_CORE: asking
-# later would say core 0 does not exist, and every server would stay on the client's core.
-_MACHINE_CORES = _cores()
-
-
-def _pin_to(core: int | None):
-    """preexec_fn pinning a child to one core (no-op when the core does not exist)."""
-    if core is None or core not in _MACHINE_CORES:
-        return None
-    return lambda: os.sched_setaffinity(0, {core})
 
 
 def _free_port() -> int:
@@ -142,9 +143,9 @@ class Proc:
         with open(log, "wb") as stderr:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=stderr,
-                                         preexec_fn=_pin_to(core))
+                                         preexec_fn=pinned_to(core))
         self.pid = self.proc.pid
-        if _pin_to(core) is not None:  # the numbers mean nothing if the pinning did not hold
+        if pinned_to(core) is not None:  # the numbers mean nothing if the pinning did not hold
             assert os.sched_getaffinity(self.pid) == {core}, f"{argv[2]} is not on core {core}"
 
     def stop(self, timeout: float = 15.0) -> int | None:
@@ -174,6 +175,47 @@ def start_echo(env: dict, workdir: pathlib.Path, workers: int, canned: pathlib.P
             "--canned", str(canned), "--max-concurrent", str(max_concurrent),
             "--max-message", str(max_message)]
     return Proc(argv, env, SERVER_CORE, workdir / "echo.log"), port
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout.strip()
+
+
+def commit_of(rev: str) -> str:
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except RuntimeError:
+        raise SystemExit(f"--baseline {rev}: not a commit of the git checkout {ROOT}") from None
+
+
+class BaselineTree:
+    """REV's sources in a temporary detached git worktree, and an import root that maps them as
+    pyproject.toml's package-dir does, for a server started with PYTHONPATH=import_root (it
+    comes before the installed or editable jitnet). Removes the worktree on exit."""
+
+    # inside import_root/jitnet: what each name links to, inside REV's tree
+    LINKS = {"__init__.py": "protos/jitnet/__init__.py", "v1": "protos/jitnet/v1",
+             "service": "service", "client": "client"}
+
+    def __init__(self, rev: str, workdir: pathlib.Path):
+        self.rev = rev
+        self.commit = commit_of(rev)
+        self.tree = workdir / "baseline-tree"
+        self.import_root = workdir / "baseline-import"
+
+    def __enter__(self) -> BaselineTree:
+        _git("worktree", "add", "--detach", "--quiet", str(self.tree), self.commit)
+        package = self.import_root / "jitnet"
+        package.mkdir(parents=True)
+        for name, target in self.LINKS.items():
+            (package / name).symlink_to(self.tree / target)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _git("worktree", "remove", "--force", str(self.tree))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +330,7 @@ def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: i
             str(request_file), "--in-flight", str(in_flight), "--seconds", str(seconds),
             "--warmup", str(warmup), "--server-pid", str(server_pid), "--method", PREDICT]
     out = subprocess.run(argv, env=env, capture_output=True, text=True,
-                         timeout=seconds + warmup + 120, preexec_fn=_pin_to(CLIENT_CORE))
+                         timeout=seconds + warmup + 120, preexec_fn=pinned_to(CLIENT_CORE))
     if out.returncode != 0:
         raise RuntimeError(f"load client failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
@@ -299,15 +341,13 @@ def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: i
 
 
 def engine_main(args) -> int:
-    import numpy as np
-
+    from jitnet.client import datasets
     from jitnet.service import training, warmup
     from jitnet.service.model import Architecture, Init, Network
 
     warmup.warm_up()
     arch = Architecture((2, 4, 1))
-    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-    t = np.array([[0.0], [1.0], [1.0], [0.0]])
+    x, t, _ = datasets.xor()
     times = []
     for _ in range(args.rounds):
         net = Network.initialise(arch, Init.XAVIER, args.seed)
@@ -344,6 +384,13 @@ def _digits(rows: int):
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:rows], dtype=np.float64)
 
 
+def _case_inputs(key: str):
+    """(model id, input rows) of a Predict case."""
+    if key == "xor1":
+        return "xor", [[0.0, 1.0]]
+    return "digits", _digits(1 if key == "digits1" else 1000)
+
+
 def _predict_request(model_id: str, x) -> bytes:
     import numpy as np
 
@@ -354,13 +401,9 @@ def _predict_request(model_id: str, x) -> bytes:
         shape=list(x.shape), raw=x.tobytes())).SerializeToString()
 
 
-def _median(values):
-    return statistics.median(values) if values else float("nan")
-
-
 def _summarise(runs: list[dict]) -> dict:
     keys = ("qps", "p50", "p90", "p99", "server_cpu", "client_cpu")
-    out = {k: _median([r[k] for r in runs]) for k in keys}
+    out = {k: median([r[k] for r in runs]) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     out["calls"] = sum(r["calls"] for r in runs)
     out["rounds"] = len(runs)
@@ -389,10 +432,9 @@ def measure_startup(env: dict, workdir: pathlib.Path, workers: int, warm_runs: i
 
 
 def run(args) -> dict:
-    cores = _cores()
-    pinned = {SERVER_CORE, CLIENT_CORE} <= cores
+    pinned = {SERVER_CORE, CLIENT_CORE} <= MACHINE_CORES
     if pinned:
-        os.sched_setaffinity(0, {CLIENT_CORE})  # this driver, and the load client, on core 1
+        pin_self(CLIENT_CORE)  # this driver, and the load client, on core 1
     else:
         print("warning: fewer than 2 cores; nothing is pinned", file=sys.stderr)
 
@@ -407,85 +449,102 @@ def run(args) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _start_with_models(env: dict, workdir: pathlib.Path, workers: int, name: str,
+                       running: contextlib.ExitStack) -> tuple[str, Proc]:
+    """A jitnet server on the server core, SERVING, holding the Predict cases' models (xor
+    trained a little, digits as initialised); stopped when `running` closes."""
+    from jitnet.client import Client, datasets
+
+    proc, port = start_jitnet(env, workdir, workers, name)
+    running.callback(proc.stop)
+    _wait_serving(port, proc.proc, 600.0)  # a cold numba cache compiles every kernel first
+    target = f"127.0.0.1:{port}"
+    xor = datasets.xor()
+    with Client(target, timeout=60) as client:
+        client.create_model([2, 4, 1], seed=1, model_id="xor")
+        client.create_model([64, 64, 10], seed=1, model_id="digits", **DIGITS)
+        for _ in client.train("xor", xor.inputs, xor.targets, epochs=2000, learning_rate=0.5):
+            pass
+    return target, proc
+
+
 def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
     import grpc
-    import numpy as np
 
-    from jitnet.client import Client
     from jitnet.service.config import Limits
     from jitnet.v1 import jitnet_pb2 as pb
 
-    print("start-up (cold numba cache first; it compiles every kernel)", flush=True)
-    results["startup"] = measure_startup(env, workdir, args.workers, args.start_runs)
+    if args.cases is None:
+        print("start-up (cold numba cache first; it compiles every kernel)", flush=True)
+        results["startup"] = measure_startup(env, workdir, args.workers, args.start_runs)
 
-    server, port = start_jitnet(env, workdir, args.workers, "jitnet")
-    echo = None
-    try:
-        _wait_serving(port, server.proc, 120.0)
-        target = f"127.0.0.1:{port}"
-        xor_x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-        xor_y = np.array([[0.0], [1.0], [1.0], [0.0]])
-        with Client(target, timeout=60) as client:
-            client.create_model([2, 4, 1], seed=1, model_id="xor")
-            client.create_model([64, 64, 10], seed=1, model_id="digits", **DIGITS)
-            for _ in client.train("xor", xor_x, xor_y, epochs=2000, learning_rate=0.5):
-                pass
+    with contextlib.ExitStack() as running:  # closes in reverse: echo, baseline, its tree, jitnet
+        servers = {}  # name: (target, Proc), in the order of a round
+        servers["jitnet"] = _start_with_models(env, workdir, args.workers, "jitnet", running)
+        if args.baseline:
+            tree = running.enter_context(BaselineTree(args.baseline, workdir))
+            results["baseline"] = {"rev": tree.rev, "commit": tree.commit}
+            print(f"jitnet@{tree.rev} is {tree.commit[:10]}, from {tree.tree}", flush=True)
+            servers[f"jitnet@{tree.rev}"] = _start_with_models(
+                {**env, "PYTHONPATH": str(tree.import_root)}, workdir, args.workers,
+                "jitnet-baseline", running)
 
-        cases = [
-            ("Predict XOR, 1 sample", "xor1", _predict_request("xor", xor_x[1:2]), 1),
-            ("Predict digits 64-64-10, 1 sample", "digits1",
-             _predict_request("digits", _digits(1)), 1),
-            ("Predict digits 64-64-10, 1,000 rows per call", "digits1000",
-             _predict_request("digits", _digits(1000)), 1000),
-        ]
+        cases = []  # (title, key, request bytes, rows)
+        for key in args.cases or PREDICT_CASES:
+            model_id, x = _case_inputs(key)
+            cases.append((CASE_TITLES[key], key, _predict_request(model_id, x), len(x)))
         canned = {}
-        with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1),
-                                                    ("grpc.max_send_message_length", -1)]) as ch:
-            call = ch.unary_unary(PREDICT)
-            for _, key, request, rows in cases:
-                reply = call(request, timeout=30)
-                parsed = pb.PredictResponse.FromString(reply)
-                assert list(parsed.outputs.shape) == [rows, 1 if key == "xor1" else 10]
-                assert len(request) not in canned, "two cases with one request size"
-                canned[len(request)] = reply
-                (workdir / f"{key}.request").write_bytes(request)
+        channel_options = [("grpc.max_receive_message_length", -1),
+                           ("grpc.max_send_message_length", -1)]
+        for name, (target, _) in servers.items():
+            with grpc.insecure_channel(target, options=channel_options) as channel:
+                call = channel.unary_unary(PREDICT)
+                for _, key, request, rows in cases:
+                    reply = call(request, timeout=30)
+                    parsed = pb.PredictResponse.FromString(reply)
+                    assert list(parsed.outputs.shape) == [rows, 1 if key == "xor1" else 10], name
+                    if name == "jitnet":  # echo answers what the working tree's server did
+                        assert len(request) not in canned, "two cases with one request size"
+                        canned[len(request)] = reply
+                        (workdir / f"{key}.request").write_bytes(request)
         canned_file = workdir / "canned.pickle"
         canned_file.write_bytes(pickle.dumps(canned))
         limits = Limits()
         echo, echo_port = start_echo(env, workdir, args.workers, canned_file,
                                      limits.max_concurrent_calls, limits.max_message_bytes)
+        running.callback(echo.stop)
         _wait_port(echo_port, echo.proc)
-        servers = {"jitnet": (target, server.pid), "echo": (f"127.0.0.1:{echo_port}", echo.pid)}
+        servers["echo"] = (f"127.0.0.1:{echo_port}", echo)
+        results["servers"] = list(servers)
 
         results["predict"] = {}
         for title, key, request, rows in cases:
-            runs = {"jitnet": [], "echo": []}
+            runs = {name: [] for name in servers}
             for r in range(args.rounds):
-                order = ("jitnet", "echo") if r % 2 == 0 else ("echo", "jitnet")
-                for name in order:
-                    addr, pid = servers[name]
-                    runs[name].append(run_client(env, addr, workdir / f"{key}.request", pid,
-                                                 args.in_flight, args.seconds, args.warmup))
+                for name in list(servers)[::1 if r % 2 == 0 else -1]:
+                    target, proc = servers[name]
+                    runs[name].append(run_client(env, target, workdir / f"{key}.request",
+                                                 proc.pid, args.in_flight, args.seconds,
+                                                 args.warmup))
             summary = {name: _summarise(v) for name, v in runs.items()}
             summary["rows"] = rows
             summary["title"] = title
             summary["request_bytes"] = len(request)
             summary["reply_bytes"] = len(canned[len(request)])
             results["predict"][key] = summary
-            j, e = summary["jitnet"], summary["echo"]
-            print(f"  {title}: jitnet {j['qps']:.0f}/s p50 {j['p50']:.2f} p99 {j['p99']:.2f} ms"
-                  f" (cpu {j['server_cpu']:.2f}) | echo {e['qps']:.0f}/s p50 {e['p50']:.2f} "
-                  f"p99 {e['p99']:.2f} ms (cpu {e['server_cpu']:.2f}) | ratio "
-                  f"{j['qps'] / e['qps']:.2f}", flush=True)
+            e = summary["echo"]
+            print(f"  {title}: " + " | ".join(
+                f"{name} {summary[name]['qps']:.0f}/s p50 {summary[name]['p50']:.2f} p99 "
+                f"{summary[name]['p99']:.2f} ms (cpu {summary[name]['server_cpu']:.2f})"
+                + (f", {summary[name]['qps'] / e['qps']:.2f}x echo" if name != "echo" else "")
+                for name in servers), flush=True)
 
-        echo.stop()
-        echo = None
-        results["train"] = measure_train(env, workdir, target, args)
-    finally:
-        if echo is not None:
-            echo.stop()
-        code = server.stop()
-        results["server_exit"] = code
+        if args.cases is None:
+            for name in servers:  # Train has the server core to itself
+                if name != "jitnet":
+                    servers[name][1].stop()
+            results["train"] = measure_train(env, workdir, servers["jitnet"][0], args)
+    results["server_exit"] = servers["jitnet"][1].proc.returncode
     return results
 
 
@@ -503,13 +562,10 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None
 
 
 def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
-    import numpy as np
-
-    from jitnet.client import Client
+    from jitnet.client import Client, datasets
 
     epochs, seed = 10_000, 3
-    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-    y = np.array([[0.0], [1.0], [1.0], [0.0]])
+    x, y, _ = datasets.xor()
     grpc_times, server_elapsed, rtts = [], [], []
     with Client(target, timeout=60) as client:
         for _ in range(200):  # one round trip: a Predict of one XOR sample, one call in flight
@@ -530,13 +586,13 @@ def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
     out = subprocess.run([sys.executable, __file__, "_engine", "--rounds",
                           str(args.train_rounds), "--epochs", str(epochs), "--seed", str(seed)],
                          env=env, capture_output=True, text=True, timeout=600,
-                         preexec_fn=_pin_to(SERVER_CORE))
+                         preexec_fn=pinned_to(SERVER_CORE))
     if out.returncode != 0:
         raise RuntimeError(f"in-process engine run failed:\n{out.stderr[-3000:]}")
     engine = json.loads(out.stdout)
-    result = {"grpc": _median(grpc_times), "grpc_all": grpc_times,
-              "server_elapsed": _median(server_elapsed), "engine": _median(engine["seconds"]),
-              "engine_all": engine["seconds"], "rtt": _median(rtts), "loss": progress.loss,
+    result = {"grpc": median(grpc_times), "grpc_all": grpc_times,
+              "server_elapsed": median(server_elapsed), "engine": median(engine["seconds"]),
+              "engine_all": engine["seconds"], "rtt": median(rtts), "loss": progress.loss,
               "predict_1000": engine["predict_1000"]}
     print(f"  Train XOR 10k epochs: gRPC {result['grpc'] * 1e3:.1f} ms, in-process "
           f"{result['engine'] * 1e3:.1f} ms + round trip {result['rtt'] * 1e3:.2f} ms", flush=True)
@@ -545,31 +601,6 @@ def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # The report
-
-
-def _versions() -> dict:
-    import google.protobuf
-    import grpc
-    import numba
-    import numpy
-
-    from importlib import metadata
-    return {"python": platform.python_version(), "grpcio": grpc.__version__,
-            "protobuf": google.protobuf.__version__, "numpy": numpy.__version__,
-            "numba": numba.__version__, "jitnet": metadata.version("jitnet")}
-
-
-def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{platform.machine()}")
 
 
 def _ok(met: bool) -> str:
@@ -590,53 +621,68 @@ def _cpu_us(r: dict) -> float:
     return r["server_cpu"] / r["qps"] * 1e6 if r["qps"] else float("nan")
 
 
-def section(results: dict, quick: bool) -> str:
-    v = _versions()
+def _command(results: dict) -> str:
+    """The command line a run was made with (older --json files have only `quick`)."""
+    return results.get("command") or (
+        "python benchmarks/serve.py" + (" --quick" if results.get("quick") else ""))
+
+
+def section(results: dict) -> str:
     p = results["predict"]
-    t = results["train"]
-    s = results["startup"]
+    t = results.get("train")  # absent after a run of --cases
+    s = results.get("startup")
+    keys = [key for key in PREDICT_CASES if key in p]
+    names = results.get("servers", ["jitnet", "echo"])
     pinned = "" if results["pinned"] else " (NOT pinned: fewer than 2 cores)"
     lines = [
         SECTION,
         "",
-        f"Written by `python benchmarks/serve.py{' --quick' if quick else ''}` on "
+        f"Written by `{_command(results)}` on "
         f"{results.get('written') or f'{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}'} "
-        f"UTC. Machine: {_machine()}. "
-        f"Python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy "
-        f"{v['numpy']}, numba {v['numba']}, jitnet {v['jitnet']}. Load average "
+        f"UTC. Machine: {machine()}. "
+        f"{versions('grpcio', 'protobuf', 'numpy', 'numba', 'jitnet')}. Load average "
         f"{results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the end (the end "
         "counts this run's own processes; the servers' CPU per call, below, says whether they "
         "had their core).",
         "",
         f"Setup: each server process pinned to core {SERVER_CORE}, the load client (a grpc.aio "
         f"closed loop in its own process) to core {CLIENT_CORE}{pinned}; "
-        f"{results['in_flight']} calls in flight; {results['workers']} worker threads in both "
-        f"servers; per round {results['warmup']:g} s warm-up + {results['seconds']:g} s "
-        f"measured, {results['rounds']} round(s) per server, jitnet and echo alternating; "
-        "medians over rounds. *echo* is a bare grpcio server (same thread pool, same options, "
-        "none of jitnet's handler wrapping) whose generic handler answers the same request "
-        "bytes with the reply bytes jitnet gave for them, so jitnet/echo is jitnet's own cost. Requests carry raw "
+        f"{results['in_flight']} calls in flight; {results['workers']} worker threads in every "
+        f"server; per round {results['warmup']:g} s warm-up + {results['seconds']:g} s "
+        f"measured, {results['rounds']} round(s) per server, the servers in turn (in reverse "
+        "order every other round); medians over rounds. *echo* is a bare grpcio server (same "
+        "thread pool, same options, none of jitnet's handler wrapping) whose generic handler "
+        "answers the same request bytes with the reply bytes jitnet gave for them, so "
+        "jitnet/echo is jitnet's own cost. Requests carry raw "
         "tensor bytes, as the jitnet client sends them. *CPU us/call* is the server process's "
         "CPU time per completed call over the window: it moves less with a noisy neighbour "
         "than QPS does. The digits model is 64-64-10, sigmoid hidden, softmax output.",
+    ]
+    if "baseline" in results:
+        base = results["baseline"]
+        lines += ["", f"*jitnet@{base['rev']}* is the server of {base['rev']} (commit "
+                  f"{base['commit'][:10]}), run from a temporary git worktree with the same "
+                  "pinning, options and models; *jitnet* is the working tree's."]
+    lines += [
         "",
         "| case | server | QPS | p50 ms | p90 ms | p99 ms | p99/p50 | errors | CPU us/call | "
         "jitnet/echo QPS |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key in ("xor1", "digits1", "digits1000"):
+    for key in keys:
         case = p[key]
-        ratio = case["jitnet"]["qps"] / case["echo"]["qps"]
-        for name in ("jitnet", "echo"):
+        for name in names:
             r = case[name]
+            ratio = (f"**{r['qps'] / case['echo']['qps']:.2f}**" if name.startswith("jitnet")
+                     else "")
             lines.append(
-                f"| {case['title'] if name == 'jitnet' else ''} | {name} | {r['qps']:,.0f} | "
+                f"| {case['title'] if name == names[0] else ''} | {name} | {r['qps']:,.0f} | "
                 f"{_ms(r['p50'])} | {_ms(r['p90'])} | {_ms(r['p99'])} | "
-                f"{r['p99'] / r['p50']:.2f} | {r['errors']} | {_cpu_us(r):,.0f} | "
-                f"{f'**{ratio:.2f}**' if name == 'jitnet' else ''} |")
+                f"{r['p99'] / r['p50']:.2f} | {r['errors']} | {_cpu_us(r):,.0f} | {ratio} |")
 
     lines += ["", "| target | measured | result |", "|---|---|---|"]
-    for key in ("xor1", "digits1"):
+    small_keys = [key for key in ("xor1", "digits1") if key in p]
+    for key in small_keys:
         case = p[key]
         j, e = case["jitnet"], case["echo"]
         ratio = j["qps"] / e["qps"]
@@ -649,143 +695,77 @@ def section(results: dict, quick: bool) -> str:
                      f"{tail:.2f}x ({_ms(j['p99'])} / {_ms(j['p50'])} ms; echo "
                      f"{e['p99'] / e['p50']:.2f}x), {j['errors']} errors | "
                      f"{_ok(tail <= TARGETS['tail'] and j['errors'] == 0)} |")
-    big = p["digits1000"]
-    samples = big["jitnet"]["qps"] * big["rows"]
-    lines.append(f"| {big['title']}: >= 1M samples/s end to end | {samples / 1e6:.2f}M "
-                 f"samples/s ({big['jitnet']['qps']:,.0f} calls/s of "
-                 f"{big['request_bytes'] / 1024:.0f} KiB; echo "
-                 f"{big['echo']['qps'] * big['rows'] / 1e6:.2f}M), {big['jitnet']['errors']} "
-                 f"errors | {_ok(samples >= TARGETS['samples_per_s'] and big['jitnet']['errors'] == 0)} |")
-    budget = t["engine"] + t["rtt"]
-    tr = t["grpc"] / budget
-    lines.append(f"| Train XOR 10k epochs over gRPC <= {TARGETS['train_ratio']}x in-process + "
-                 f"one round trip | {tr:.2f}x ({t['grpc'] * 1e3:.1f} ms vs "
-                 f"{t['engine'] * 1e3:.1f} + {t['rtt'] * 1e3:.2f} ms) | "
-                 f"{_ok(tr <= TARGETS['train_ratio'])} |")
-    warm = _median(s["warm"])
-    lines.append(f"| Start to SERVING, warm numba cache: <= {TARGETS['start_warm_s']:g} s | "
-                 f"{warm:.2f} s (median of {', '.join(f'{x:.2f}' for x in s['warm'])}) | "
-                 f"{_ok(warm <= TARGETS['start_warm_s'])} |")
-    lines.append(f"| Start to SERVING, cold numba cache (reported) | {s['cold'][0]:.1f} s | "
-                 "(compiles every kernel) |")
+    big = p.get("digits1000")
+    if big:
+        samples = big["jitnet"]["qps"] * big["rows"]
+        met = samples >= TARGETS["samples_per_s"] and big["jitnet"]["errors"] == 0
+        lines.append(f"| {big['title']}: >= 1M samples/s end to end | {samples / 1e6:.2f}M "
+                     f"samples/s ({big['jitnet']['qps']:,.0f} calls/s of "
+                     f"{big['request_bytes'] / 1024:.0f} KiB; echo "
+                     f"{big['echo']['qps'] * big['rows'] / 1e6:.2f}M), "
+                     f"{big['jitnet']['errors']} errors | {_ok(met)} |")
+    if t:
+        budget = t["engine"] + t["rtt"]
+        tr = t["grpc"] / budget
+        lines.append(f"| Train XOR 10k epochs over gRPC <= {TARGETS['train_ratio']}x in-process "
+                     f"+ one round trip | {tr:.2f}x ({t['grpc'] * 1e3:.1f} ms vs "
+                     f"{t['engine'] * 1e3:.1f} + {t['rtt'] * 1e3:.2f} ms) | "
+                     f"{_ok(tr <= TARGETS['train_ratio'])} |")
+    if s:
+        warm = median(s["warm"])
+        lines.append(f"| Start to SERVING, warm numba cache: <= {TARGETS['start_warm_s']:g} s | "
+                     f"{warm:.2f} s (median of {', '.join(f'{x:.2f}' for x in s['warm'])}) | "
+                     f"{_ok(warm <= TARGETS['start_warm_s'])} |")
+        lines.append(f"| Start to SERVING, cold numba cache (reported) | {s['cold'][0]:.1f} s "
+                     "| (compiles every kernel) |")
 
     # What the numbers say, from this run's own measurements.
-    small = [p[k] for k in ("xor1", "digits1")]
-    own = [_cpu_us(c["jitnet"]) - _cpu_us(c["echo"]) for c in small]
-    floor = [_cpu_us(c["echo"]) for c in small]
-    kernel = t["predict_1000"]
+    small = [p[key] for key in small_keys]
     # The server is the bottleneck of the one-sample cases and has a core of its own: well
-    # under one core of CPU means another tenant took a share of the machine (seen here: the
-    # server and the load client sharing one core's worth), which narrows every ratio.
-    server_cpu = [c[n]["server_cpu"] for c in small for n in ("jitnet", "echo")]
-    if min(server_cpu) < 0.8:
+    # under one core of CPU means another tenant took a share of the machine, which narrows
+    # every ratio.
+    server_cpu = [c[n]["server_cpu"] for c in small for n in names]
+    if server_cpu and min(server_cpu) < 0.8:
         lines += ["", f"**Caution:** the pinned servers used only {min(server_cpu):.2f}-"
                   f"{max(server_cpu):.2f} of their core in the one-sample rounds (about 1.0 "
                   "when the machine is quiet): something else shared the machine, and the "
                   "ratios above are narrowed. Re-run on a quiet machine."]
-    lines += [
-        "",
-        "What limits each case (this run):",
-        "",
-        f"- **One-sample Predict**: grpcio's synchronous server itself spends "
-        f"{_span(floor)} us of its one core per call (echo), jitnet "
-        f"{_span(own)} us more. 0.9x echo leaves jitnet about "
-        f"{min(floor) / 9:.0f} us per call for everything of its own: parsing the request, "
-        "validation, the store lookup, the kernel call and the reply.",
-        f"- **1,000 rows per call**: 1M samples/s is 1,000 such calls a second, at most 1 ms "
-        f"of the server's one core per call. The bare echo server already spends "
-        f"{_cpu_us(big['echo']) / 1e3:.2f} ms per call receiving 0.5 MiB and answering, and "
-        f"`Network.predict` alone takes {kernel * 1e3:.2f} ms for the 1,000 rows (in a "
-        "process pinned to the same core): together over the budget before jitnet decodes or "
-        "encodes anything. (The kernel was 0.70 ms until its batch sigmoids and softmax moved "
-        "from libm's scalar exp to `kernels.vexp`, which LLVM vectorises.) The rest of jitnet's "
-        f"{(_cpu_us(big['jitnet']) - _cpu_us(big['echo'])) / 1e3 - kernel * 1e3:.2f} ms per "
-        "call is copies of the 0.5 MiB (protobuf's parse, reading `raw`, the float64 array) and "
-        "the page faults of fresh buffers: see the malloc note below.",
-        f"- **Train**: the server's own training loop took {t['server_elapsed'] * 1e3:.1f} ms "
-        f"(in-process {t['engine'] * 1e3:.1f} ms); the other "
-        f"{(t['grpc'] - t['server_elapsed'] - t['rtt']) * 1e3:.1f} ms beyond the round trip are "
-        "the server's work around the training. Timed inside a patched server on another run: "
-        "the durable commit the API promises before a progress message is sent (temp file, "
-        "fsync, rename, directory fsync) 1.2 ms, 0.7 ms of it the two fsyncs; the lease 0.08 "
-        "ms; decoding, the stream's sends and the rest 0.4 ms. 1.2x of "
-        f"{(t['engine'] + t['rtt']) * 1e3:.1f} ms leaves "
-        f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of that: even a commit of one "
-        "fdatasync on a preallocated file (0.15 ms on this disk) would not fit.",
-        "",
-        PROFILE_NOTES,
-    ]
+    limits = []
+    if small:
+        own = [_cpu_us(c["jitnet"]) - _cpu_us(c["echo"]) for c in small]
+        floor = [_cpu_us(c["echo"]) for c in small]
+        limits.append(
+            f"- **One-sample Predict**: grpcio's synchronous server itself spends "
+            f"{_span(floor)} us of its one core per call (echo), jitnet "
+            f"{_span(own)} us more. 0.9x echo leaves jitnet about "
+            f"{min(floor) / 9:.0f} us per call for everything of its own: parsing the request, "
+            "validation, the store lookup, the kernel call and the reply.")
+    if big and t:
+        kernel = t["predict_1000"]
+        limits.append(
+            f"- **1,000 rows per call**: 1M samples/s is 1,000 such calls a second, at most 1 ms "
+            f"of the server's one core per call. The bare echo server already spends "
+            f"{_cpu_us(big['echo']) / 1e3:.2f} ms per call receiving 0.5 MiB and answering, and "
+            f"`Network.predict` alone takes {kernel * 1e3:.2f} ms for the 1,000 rows (in a "
+            "process pinned to the same core): together over the budget before jitnet decodes "
+            "or encodes anything. The rest of jitnet's "
+            f"{(_cpu_us(big['jitnet']) - _cpu_us(big['echo'])) / 1e3 - kernel * 1e3:.2f} ms per "
+            "call is copies of the 0.5 MiB (protobuf's parse, reading `raw`, the float64 array) "
+            "and the page faults of fresh buffers (see the malloc note in *Serving: profiling "
+            "notes*).")
+    if t:
+        limits.append(
+            f"- **Train**: the server's own training loop took {t['server_elapsed'] * 1e3:.1f} "
+            f"ms (in-process {t['engine'] * 1e3:.1f} ms); the other "
+            f"{(t['grpc'] - t['server_elapsed'] - t['rtt']) * 1e3:.1f} ms beyond the round trip "
+            "are the server's work around the training, mostly the durable commit the API "
+            "promises before a progress message is sent. 1.2x of "
+            f"{(t['engine'] + t['rtt']) * 1e3:.1f} ms leaves "
+            f"{0.2 * (t['engine'] + t['rtt']) * 1e3:.1f} ms for all of it (what a commit costs: "
+            "*Serving: profiling notes*).")
+    if limits:
+        lines += ["", "What limits each case (this run):", "", *limits]
     return "\n".join(lines) + "\n"
-
-
-# Found with py-spy and with servers patched one change at a time, A/B against each other in
-# one run (server CPU per call, 3-5 rounds): not re-measured by this script.
-PROFILE_NOTES = """\
-Until 2026-11-28 this script pinned nothing it meant to: it pinned itself to core 1 first and
-then asked which cores existed, so every server ran on core 1 with the load client (server and
-client shared one core; echo then reached about 6.4k QPS, not 8-9k). Servers and the in-process
-engine now run on core 0 for real, and the script checks the affinity of each process it starts.
-
-Profiling notes (2026-11-28; servers patched one change at a time through a sitecustomize hook
-and compared in one run by server CPU per call, 3-4 ABBA rounds each; thread CPU time of the
-handler measured inside the server). One-sample Predict:
-
-- Inside a busy pinned server, a call into numpy or into protobuf's C code costs about 4x what
-  it costs in a tight loop (four small numpy calls: 2.5 us in a loop, +11 us per Predict in the
-  server), while plain Python bytecode costs about what it does in a loop. Between two calls,
-  eight workers, grpc's poller and its C core run on the same core; the large C libraries lose
-  their cache lines, the interpreter's hot loop keeps them.
-- So the one-sample path avoids such calls: `Network.predict_sample_raw` copies the request's
-  raw bytes into this thread's input buffer and hands back a view of its output buffer (no
-  numpy function per call), and `convert.one_row_predict_reply` writes the PredictResponse
-  bytes directly (what `SerializeToString` gives, tested byte for byte) instead of building two
-  messages (~7 us in the server). Before: 160-170 us of server CPU per call, 0.71-0.75x echo
-  in this session's runs; after: 119-134 us, 0.80-0.88x.
-- The `_CallGuard` is no longer an interceptor (an interceptor runs for every call, ~5 us): it
-  wraps each handler once, when it is registered; its count of running handlers is a plain
-  lock instead of a Condition (a few Python frames per call); the store validates an id only
-  when it is not cached.
-- What is left (pinned for real, 3 ABBA rounds): jitnet's server with a Predict that returns a
-  canned message reached 0.89x echo, and 0.92x with canned bytes and no request parsing, while
-  the full Predict reached 0.86x: about two thirds of the remaining gap is the server around the
-  handler (the guard and error-mapping frames, protobuf parsing, and a process that also holds
-  numba and LLVM), not Predict. For the digits model the kernel call costs ~8 us inside the
-  server (~1 us in a loop): its 38 KB of weights come from outside L1 on each call.
-- Run to run: six full runs of this script on 2026-11-28, servers pinned for real, gave
-  jitnet/echo 0.91, 0.89, 0.80, 0.86, 0.82 and 0.83 for one XOR sample (median 0.845) and
-  0.82, 0.82, 0.83, 0.78, 0.81 and 0.79 for one digits sample (median 0.815); identical
-  servers differed by up to 5% between rounds, and the machine itself slowed by about 10%
-  over the session (echo 8.5k -> 7.5k QPS; the two highest XOR ratios came first).
-- 1,000 rows: glibc gives each 0.5 MiB buffer its own mmap and returns it on free, so every
-  call page-faults its buffers afresh (~90 faults a call). MALLOC_MMAP_THRESHOLD_=16777216 and
-  MALLOC_TRIM_THRESHOLD_=268435456 in the server's environment cut that to ~7 and server CPU
-  per call by ~7% (jitnet and echo alike); not a default, as freed memory then stays with the
-  process (docs/deploy.md).
-- Tails: the server's cyclic GC ran full collections over ~130k objects (numba's included) of
-  up to ~40 ms every few seconds under load; the server calls `gc.freeze()` after warm-up,
-  which leaves ~200 tracked objects. Fewer worker threads (1 or 2 instead of 8) did not change
-  the ratio; a grpc.aio server answering the same canned bytes was slower here (about 200 us
-  per call), so the synchronous server stays."""
-
-
-def write_section(text: str, path: pathlib.Path = DOCS) -> None:
-    """Replaces the `## Serving` section (up to the next `## ` heading) or appends it at the end;
-    every other line of the file stays as it is."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    current = path.read_text()
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        sep = "" if current.endswith("\n\n") or not current else ("\n" if current.endswith("\n") else "\n\n")
-        path.write_text(current + sep + text)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -796,16 +776,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s per case")
     parser.add_argument("--in-flight", type=int, default=32, help="calls in flight (default 32)")
     parser.add_argument("--workers", type=int, default=8,
-                        help="server thread pool, both servers (default 8, jitnet's default)")
+                        help="server thread pool, every server (default 8, jitnet's default)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the server of git revision REV, as 'jitnet@REV'")
+    parser.add_argument("--cases", type=_cases, metavar="CASE,...",
+                        help=f"only these Predict cases ({', '.join(PREDICT_CASES)}), no "
+                             "start-up or Train; prints the section, writes nothing")
     parser.add_argument("--no-write", action="store_true",
-                        help=f"print the section instead of writing {DOCS.relative_to(ROOT)}")
+                        help=f"print the section instead of writing {DOC.relative_to(ROOT)}")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--from-json", metavar="FILE",
                         help="measure nothing: render the section again from a --json file")
     args = parser.parse_args(argv)
     if args.from_json:
         results = json.loads(pathlib.Path(args.from_json).read_text())
-        return _report(section(results, results["quick"]), args)
+        return _report(section(results), args)
+    if args.baseline:
+        commit_of(args.baseline)  # a bad REV fails now, not after minutes of measuring
+    if args.cases is not None:
+        args.no_write = True  # a section without start-up or Train would replace a whole one
     args.rounds = 1 if args.quick else 3
     args.seconds = 2.0 if args.quick else 5.0
     args.warmup = 0.5 if args.quick else 1.0
@@ -816,18 +805,33 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     results["load"] = (load_before, os.getloadavg()[0])
     results["quick"] = args.quick
+    results["command"] = " ".join(
+        ["python benchmarks/serve.py"] + (["--quick"] if args.quick else [])
+        + ([f"--in-flight {args.in_flight}"] if args.in_flight != 32 else [])
+        + ([f"--workers {args.workers}"] if args.workers != 8 else [])
+        + ([f"--baseline {args.baseline}"] if args.baseline else [])
+        + ([f"--cases {','.join(args.cases)}"] if args.cases else []))
     results["written"] = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}"
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    return _report(section(results, args.quick), args)
+    return _report(section(results), args)
+
+
+def _cases(text: str) -> list[str]:
+    cases = [case.strip() for case in text.split(",") if case.strip()]
+    unknown = [case for case in cases if case not in PREDICT_CASES]
+    if unknown or not cases:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more of "
+                                         f"{', '.join(PREDICT_CASES)}")
+    return cases
 
 
 def _report(text: str, args) -> int:
     if args.no_write:
         print(text)
     else:
-        write_section(text)
-        print(f"wrote the {SECTION} section of {DOCS}")
+        write_section(text, SECTION)
+        print(f"wrote the {SECTION} section of {DOC}")
     return 0
 
 

@@ -21,6 +21,8 @@ NOT_FOUND, 4 ALREADY_EXISTS, 5 ABORTED, 6 FAILED_PRECONDITION, 7 RESOURCE_EXHAUS
 else (and `health` when the server answers but is not SERVING), 130 Ctrl-C.
 
 Only `serve` and `demo` import the server (and with it numba); every other command stays light.
+This module holds the command table and the commands; the demo is in demo.py, the progress bar
+of train and demo in progress.py.
 """
 
 from __future__ import annotations
@@ -29,22 +31,16 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Sequence
 
 import numpy as np
 
-from . import datasets, explain
-from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, Model, Progress, choices
-from .errors import AlreadyExists, JitnetError
-
-# The article's network (api.md, "The article's worked example").
-ARTICLE_LAYERS = [
-    np.array([[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]),  # input -> hidden, [4, 2]
-    np.array([[0.6, 0.7, 0.3, 0.4]]),  # hidden -> output, [1, 4]
-]
-ARTICLE_ARCHITECTURE = dict(hidden="sigmoid", output="sigmoid", loss="mse", bias=False,
-                            gradient_mode="article")
+from . import datasets, demo, explain
+from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
+from .errors import JitnetError
+from .progress import ProgressBar, train_with_progress, trained_line
+from .results import Model
+from .wire import enum_short_names
 
 EXIT_USAGE = 2
 EXIT_NOT_SERVING = 1
@@ -92,8 +88,9 @@ def _positive(kind):
     return parse
 
 
-def _enum(kind: str):
-    names = choices(kind)
+def enum_choice(kind: str):
+    """An argparse type accepting one of a kind's short names ("tanh", "cross-entropy")."""
+    names = enum_short_names(kind)
 
     def parse(text: str) -> str:
         name = text.strip().lower().replace("-", "_")
@@ -163,22 +160,23 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="keep the models here (default: a temporary directory)")
     p.add_argument("--epochs", type=int, default=5000, help="most XOR epochs (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=demo.run)
 
     p = command("create", "create a model")
     p.add_argument("--id", default="", help="model id (default: the server makes one)")
     p.add_argument("--layers", type=_sizes, metavar="SIZES",
                    help="layer sizes, inputs first, e.g. 2,4,1")
-    p.add_argument("--hidden", type=_enum("activation"), default="sigmoid",
-                   help=f"hidden activation: {', '.join(choices('activation'))} (default sigmoid)")
-    p.add_argument("--output", type=_enum("activation"), default="sigmoid",
+    p.add_argument("--hidden", type=enum_choice("activation"), default="sigmoid",
+                   help=f"hidden activation: {', '.join(enum_short_names('activation'))} "
+                        "(default sigmoid)")
+    p.add_argument("--output", type=enum_choice("activation"), default="sigmoid",
                    help="output activation (default sigmoid)")
-    p.add_argument("--loss", type=_enum("loss"), default="mse",
-                   help=f"{', '.join(choices('loss'))} (default mse)")
+    p.add_argument("--loss", type=enum_choice("loss"), default="mse",
+                   help=f"{', '.join(enum_short_names('loss'))} (default mse)")
     p.add_argument("--no-bias", action="store_true", help="no biases (the article has none)")
-    p.add_argument("--gradient-mode", type=_enum("gradient_mode"), default="exact",
+    p.add_argument("--gradient-mode", type=enum_choice("gradient_mode"), default="exact",
                    help="exact, or article: the article's f(y) * (1 - f(y)) (default exact)")
-    p.add_argument("--init", type=_enum("init"), default="xavier",
+    p.add_argument("--init", type=enum_choice("init"), default="xavier",
                    help="uniform (U[0,1), the article's), xavier or he (default xavier)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--weights", metavar="FILE.json",
@@ -304,7 +302,7 @@ def _load_layers(path: str) -> list:
 
 def _cmd_create(args) -> int:
     if args.article:
-        sizes, kwargs, layers = [2, 4, 1], dict(ARTICLE_ARCHITECTURE), ARTICLE_LAYERS
+        sizes, layers, kwargs = datasets.article()
     else:
         if args.layers is None:
             raise UsageError("--layers is required (e.g. --layers 2,4,1), or use --article")
@@ -350,76 +348,17 @@ def _load_data(args, *, targets_required: bool) -> datasets.DataSet:
     return data
 
 
-class ProgressBar:
-    """One line on stderr, redrawn in place on a terminal: epochs, bar, loss, time. Off a
-    terminal (logs, pipes) it writes a plain line at most every `every` seconds."""
-
-    def __init__(self, total: int, stream=None, enabled: bool = True, width: int = 24,
-                 every: float = 5.0):
-        self.total, self.width, self.every = total, width, every
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
-        self.drawn = False
-        self.last = time.monotonic()
-
-    def line(self, p: Progress) -> str:
-        share = min(1.0, p.epoch / self.total) if self.total else 1.0
-        filled = int(round(share * self.width))
-        bar = "#" * filled + "." * (self.width - filled)
-        return (f"epoch {p.epoch:>{len(str(self.total))}}/{self.total} [{bar}] "
-                f"loss {explain.fmt(p.loss, 4):<10} {p.elapsed_seconds:.1f} s")
-
-    def update(self, p: Progress) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r" + self.line(p))
-            self.stream.flush()
-            self.drawn = True
-        elif time.monotonic() - self.last >= self.every and not p.done:
-            self.stream.write(self.line(p) + "\n")
-            self.stream.flush()
-            self.last = time.monotonic()
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
-
-
-def _train(client: Client, model_id: str, data: datasets.DataSet, bar: ProgressBar,
-           **options) -> Progress | None:
-    last = None
-    progress = client.train(model_id, data.inputs, data.targets, **options)
-    try:
-        for last in progress:
-            bar.update(last)
-    finally:
-        progress.close()  # on Ctrl-C: cancels the call; the model keeps its last commit
-        bar.close()
-    return last
-
-
-def _trained_line(model_id: str, p: Progress | None, target_loss: float) -> str:
-    if p is None:
-        return f"model '{model_id}': no progress reported"
-    why = (f"reached the target loss {explain.fmt(target_loss)}"
-           if target_loss and p.loss <= target_loss else "all epochs done")
-    return (f"trained '{model_id}': {p.epoch} epochs, {p.iterations} iterations, loss "
-            f"{explain.fmt(p.loss)} ({why}), version {p.version}, {p.elapsed_seconds:.3g} s")
-
-
 def _cmd_train(args) -> int:
     data = _load_data(args, targets_required=True)
     bar = ProgressBar(args.epochs, enabled=not args.no_progress)
     with _client(args) as client:
-        last = _train(client, args.model, data, bar, epochs=args.epochs,
-                      learning_rate=args.learning_rate, batch_size=args.batch_size,
-                      momentum=args.momentum, shuffle=args.shuffle, seed=args.seed,
-                      target_loss=args.target_loss, report_every=args.report_every)
-    print(_trained_line(args.model, last, args.target_loss))
+        last = train_with_progress(client, args.model, data, bar, epochs=args.epochs,
+                                   learning_rate=args.learning_rate,
+                                   batch_size=args.batch_size, momentum=args.momentum,
+                                   shuffle=args.shuffle, seed=args.seed,
+                                   target_loss=args.target_loss,
+                                   report_every=args.report_every)
+    print(trained_line(args.model, last, args.target_loss))
     return 0
 
 
@@ -523,94 +462,6 @@ def _cmd_health(args) -> int:
         status = client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else EXIT_NOT_SERVING
-
-
-# --- demo ----------------------------------------------------------------------------------
-
-def _cmd_demo(args) -> int:
-    import tempfile
-
-    from jitnet.service import config as service_config
-    from jitnet.service import server as service_server
-
-    with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
-        data_dir = args.data_dir or tmp
-        cfg = service_config.Config(host="127.0.0.1", port=0, data_dir=data_dir,
-                                    log_level="WARNING")
-        handle = service_server.create_server(cfg)
-        handle.start()  # answers at once; SERVING once the kernels are compiled (or cached)
-        try:
-            with Client(f"127.0.0.1:{handle.port}", timeout=DEFAULT_TIMEOUT) as client:
-                _wait_for(handle, client)
-                print(f"jitnet demo: a server on 127.0.0.1:{handle.port}, models in {data_dir}")
-                return _demo(client, args)
-        finally:
-            handle.drain(0).wait(10)
-
-
-def _wait_for(handle, client: Client, seconds: float = 300.0) -> None:
-    """Until the in-process server is SERVING (a cold numba cache means compiling first)."""
-    deadline = time.monotonic() + seconds
-    told = False
-    while True:
-        try:
-            client.wait_until_serving(1.0)
-            return
-        except JitnetError:
-            problem = getattr(handle, "startup_error", None)
-            if problem is not None:
-                raise JitnetError(f"the server could not start: {problem}") from None
-            if time.monotonic() > deadline:
-                raise
-            if not told:
-                print("compiling the kernels (only the first run takes this long) ...",
-                      file=sys.stderr)
-                told = True
-
-
-def _create_fresh(client: Client, model_id: str, sizes, **kwargs) -> Model:
-    """Creates model_id, or a server-named model when --data-dir already holds that id."""
-    try:
-        return client.create_model(sizes, model_id=model_id, **kwargs)
-    except AlreadyExists:
-        return client.create_model(sizes, **kwargs)
-
-
-def _demo(client: Client, args) -> int:
-    article = _create_fresh(client, "article", [2, 4, 1], layers=ARTICLE_LAYERS,
-                            **ARTICLE_ARCHITECTURE)
-    print()
-    print("1. The article's network: 2-4-1, sigmoid, no bias, its weights and its arithmetic.")
-    print("   One step on input (0, 1), target 1, learning rate 0.001 (a dry run):")
-    print()
-    trace = client.step(article.id, [0, 1], [1], 0.001, dry_run=True)
-    print("\n".join("   " + line if line else "" for line in
-                    explain.explain(trace, article).splitlines()))
-
-    print()
-    print("2. XOR: a fresh 2-4-1 with biases, U[0, 1) weights (seed 0), learning rate 0.5,")
-    print(f"   one sample at a time, up to {args.epochs} epochs or a loss of 0.001.")
-    xor = _create_fresh(client, "xor", [2, 4, 1], init="uniform", seed=0)
-    data = datasets.xor()
-    bar = ProgressBar(args.epochs, enabled=not args.no_progress)
-    last = _train(client, xor.id, data, bar, epochs=args.epochs, learning_rate=0.5,
-                  target_loss=0.001)
-    print("   " + _trained_line(xor.id, last, 0.001))
-    outputs = client.predict(xor.id, data.inputs)
-    print()
-    print("   x1  x2  target  output")
-    right = 0
-    for x, t, y in zip(data.inputs, data.targets[:, 0], outputs[:, 0]):
-        ok = (y > 0.5) == (t > 0.5)
-        right += ok
-        print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")
-    print()
-    if right != len(outputs):
-        print(f"error: only {right} of {len(outputs)} XOR outputs are on the right side of 0.5",
-              file=sys.stderr)
-        return 1
-    print("   All four on the right side of 0.5. Stopping the server.")
-    return 0
 
 
 if __name__ == "__main__":

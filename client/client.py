@@ -21,27 +21,26 @@ Conventions:
 - Enum-like arguments accept their short names in any case ("sigmoid", "TANH",
   "cross-entropy"), the proto names ("ACTIVATION_RELU") or the proto numbers.
 
+Requests are built and replies read in wire.py; the values calls return are in results.py.
 This module never imports the service (nor numba): a client program stays light.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import json
-import math
 import os
 import time
 from typing import AsyncIterator, Iterator, Sequence
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
+from . import wire
 from .errors import InvalidArgument, JitnetError, from_rpc_error
+from .results import Model, Progress, StepTrace
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call
@@ -52,18 +51,18 @@ LIST_PAGE_SIZE = 100
 # UNAVAILABLE (nginx's 502; nginx never re-sends a gRPC call it has sent) or CANCELLED (grpc
 # cancels calls it had accepted but not yet handed to a handler when shutdown began). Train,
 # Step, CreateModel and DeleteModel are never retried. tests/deploy/test_topology.py.
-_RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
     "name": [{"service": "jitnet.v1.NetworkService", "method": m}
              for m in ("Predict", "GetModel", "ListModels")],
     "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
 }]})
 
-# Messages can carry whole data sets; the server enforces its own limits.
 _CHANNEL_OPTIONS = (
+    # Messages can carry whole data sets; the server enforces its own limits.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
-    ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+    ("grpc.service_config", RETRY_SERVICE_CONFIG),
     # A Train stream may be quiet for a long time and has no deadline by default: ping every
     # 30 s while a call is open, so a server that vanished is noticed within 50 s. The server
     # accepts pings every 10 s or more (service/server.py).
@@ -73,312 +72,11 @@ _CHANNEL_OPTIONS = (
 )
 
 
-# --- enums: accept "sigmoid", "SIGMOID", "ACTIVATION_SIGMOID" or 1 ---------------------------
-
-_ENUMS = {
-    # field: (enum wrapper, prefix, default name when the wire says UNSPECIFIED)
-    "activation": (pb.Activation, "ACTIVATION_", "sigmoid"),
-    "loss": (pb.Loss, "LOSS_", "mse"),
-    "init": (pb.Init, "INIT_", "xavier"),
-    "gradient_mode": (pb.GradientMode, "GRADIENT_MODE_", "exact"),
-}
-
-
-def choices(kind: str) -> list[str]:
-    """The short names a kind ("activation", "loss", "init", "gradient_mode") accepts."""
-    enum, prefix, _ = _ENUMS[kind]
-    return [name[len(prefix):].lower() for name in enum.keys() if not name.endswith("UNSPECIFIED")]
-
-
-def _enum_value(kind: str, value, field: str) -> int:
-    enum, prefix, _ = _ENUMS[kind]
-    if value is None:
-        return 0
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if int(value) in enum.values():
-            return int(value)
-    else:
-        name = str(getattr(value, "name", value)).strip().upper().replace("-", "_")
-        if not name.startswith(prefix):
-            name = prefix + name
-        if name in enum.keys():
-            return enum.Value(name)
-    raise InvalidArgument(f"{field} {value!r} is not one of {', '.join(choices(kind))}")
-
-
-def _enum_name(kind: str, value: int) -> str:
-    enum, prefix, default = _ENUMS[kind]
-    if value == 0:
-        return default
-    try:
-        return enum.Name(value)[len(prefix):].lower()
-    except ValueError:  # a newer server's value
-        return str(value)
-
-
-# --- tensors ---------------------------------------------------------------------------------
-
-def to_tensor(array, *, raw: bool = True, field: str = "tensor") -> pb.Tensor:
-    """A float64 numpy array (or nested lists) as a Tensor, raw bytes or values."""
-    a = _float_array(array, field)
-    tensor = pb.Tensor(shape=a.shape)
-    if a.size:
-        if raw:
-            tensor.raw = np.ascontiguousarray(a, dtype="<f8").tobytes()
-        else:
-            tensor.values.extend(a.ravel().tolist())
-    return tensor
-
-
-def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
-    """A Tensor (either form) as a fresh, writable float64 numpy array of its shape."""
-    shape = tuple(tensor.shape)
-    if tensor.raw:
-        array = np.frombuffer(tensor.raw, dtype="<f8").astype(np.float64)
-    elif tensor.values:
-        array = np.array(tensor.values, dtype=np.float64)
-    else:
-        array = np.zeros(0, dtype=np.float64)
-    if not shape:
-        shape = (array.size,)
-    if array.size != math.prod(shape):
-        raise JitnetError(f"the server sent {field} of shape {list(shape)} with {array.size} "
-                          "values", grpc.StatusCode.INTERNAL)
-    return array.reshape(shape)
-
-
-def _float_array(values, field: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"{field} must be numbers: {e}") from None
-
-
-def _matrix(values, field: str) -> np.ndarray:
-    """[rows, columns]; a single 1-D sample becomes one row."""
-    a = _float_array(values, field)
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
-    if a.ndim != 2:
-        raise InvalidArgument(f"{field} must be a 2-D [rows, columns] array, got shape "
-                              f"{list(a.shape)}")
-    return a
-
-
-def _targets(values, rows: int) -> np.ndarray:
-    """Targets as [rows, outputs]; a 1-D vector of one value per row becomes a column."""
-    t = _float_array(values, "targets")
-    if t.ndim == 1:
-        t = t.reshape(1, -1) if rows == 1 else t.reshape(-1, 1)
-    if t.ndim != 2:
-        raise InvalidArgument(f"targets must be a 2-D [rows, outputs] array, got shape "
-                              f"{list(t.shape)}")
-    return t
-
-
-def _vector(values, field: str) -> list[float]:
-    return _float_array(values, field).ravel().tolist()
-
-
-# --- results ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """A model as the server describes it. `layers` (numpy [(W, b or None)], W [fan_out, fan_in])
-    is there after create_model and get_model(include_weights=True), else None."""
-
-    id: str
-    layer_sizes: tuple[int, ...]
-    hidden_activation: str
-    output_activation: str
-    loss: str
-    bias: bool
-    gradient_mode: str
-    version: int
-    epochs_trained: int
-    iterations: int
-    last_loss: float
-    create_time: _dt.datetime | None
-    update_time: _dt.datetime | None
-    parameter_count: int
-    layers: tuple[tuple[np.ndarray, np.ndarray | None], ...] | None = dataclasses.field(
-        default=None, compare=False, repr=False)
-
-    @property
-    def activations(self) -> tuple[str, ...]:
-        """One activation per layer of neurons, input side first."""
-        n = len(self.layer_sizes) - 1
-        return (self.hidden_activation,) * (n - 1) + (self.output_activation,)
-
-    def describe(self) -> str:
-        """E.g. '2-4-1 sigmoid/sigmoid mse, no bias, article gradients'."""
-        text = (f"{'-'.join(map(str, self.layer_sizes))} "
-                f"{self.hidden_activation}/{self.output_activation} {self.loss}")
-        if not self.bias:
-            text += ", no bias"
-        if self.gradient_mode != "exact":
-            text += f", {self.gradient_mode} gradients"
-        return text
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """One Train progress message; its `version` is already committed."""
-
-    epoch: int  # epochs done in this call
-    epochs: int  # epochs asked for
-    loss: float  # mean per-sample loss over the last epoch
-    iterations: int  # samples trained on in this call
-    elapsed_seconds: float
-    version: int  # the model's committed version this progress belongs to
-    done: bool  # the last message of the call
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LayerStep:
-    """One layer of neurons in a Step: the article's numbers, input side first."""
-
-    net: np.ndarray  # weighted sums
-    output: np.ndarray  # activations
-    error: np.ndarray  # output layer: target - output; hidden: sum(delta_next * w)
-    delta: np.ndarray  # error times the activation's derivative
-    weights_before: np.ndarray | None  # [fan_out, fan_in]
-    biases_before: np.ndarray | None
-    weights: np.ndarray  # after the update (unchanged on the server when dry_run)
-    biases: np.ndarray | None
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class StepTrace:
-    model_id: str
-    input: np.ndarray
-    target: np.ndarray
-    learning_rate: float
-    dry_run: bool
-    layers: tuple[LayerStep, ...]
-    loss: float
-    version: int  # the committed version after the step (the current one for a dry run)
-
-
-def _time(ts) -> _dt.datetime | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return ts.ToDatetime(tzinfo=_dt.timezone.utc)
-
-
-def _layer_arrays(layer: pb.Layer, k: int):
-    """(W [fan_out, fan_in], b [fan_out] or None when the layer has no biases)."""
-    w = from_tensor(layer.weights, f"layers[{k}].weights")
-    has_b = layer.HasField("biases") and math.prod(layer.biases.shape or [0]) > 0
-    b = from_tensor(layer.biases, f"layers[{k}].biases") if has_b else None
-    return w, b
-
-
-def model_from_proto(m: pb.Model) -> Model:
-    arch = m.architecture
-    sizes = tuple(int(s) for s in arch.layer_sizes)
-    bias = arch.bias if arch.HasField("bias") else True
-    count = m.parameter_count or sum(o * i + (o if bias else 0) for i, o in zip(sizes, sizes[1:]))
-    layers = (tuple(_layer_arrays(layer, k) for k, layer in enumerate(m.layers))
-              if len(m.layers) else None)
-    return Model(
-        id=m.id, layer_sizes=sizes,
-        hidden_activation=_enum_name("activation", arch.hidden_activation),
-        output_activation=_enum_name("activation", arch.output_activation),
-        loss=_enum_name("loss", arch.loss), bias=bias,
-        gradient_mode=_enum_name("gradient_mode", arch.gradient_mode),
-        version=m.version, epochs_trained=m.epochs_trained, iterations=m.iterations,
-        last_loss=m.last_loss, create_time=_time(m.create_time), update_time=_time(m.update_time),
-        parameter_count=count, layers=layers)
-
-
-def _trace_from_proto(reply: pb.StepResponse, request: pb.StepRequest) -> StepTrace:
-    layers = []
-    for k, lt in enumerate(reply.layers):
-        w, b = _layer_arrays(lt.updated, k)
-        if lt.HasField("before"):
-            w0, b0 = _layer_arrays(lt.before, k)
-        else:
-            w0 = b0 = None
-        layers.append(LayerStep(np.array(lt.net), np.array(lt.output), np.array(lt.error),
-                                np.array(lt.delta), w0, b0, w, b))
-    return StepTrace(request.model_id, np.array(request.input), np.array(request.target),
-                     request.learning_rate, request.dry_run, tuple(layers), reply.loss,
-                     reply.model_version)
-
-
-def _progress(msg: pb.TrainResponse, epochs: int) -> Progress:
-    return Progress(msg.epoch, epochs, msg.loss, msg.iterations, msg.elapsed_seconds,
-                    msg.model_version, msg.done)
-
-
-# --- requests (shared by Client and AsyncClient) ---------------------------------------------
-
-def _layer_proto(layer, k: int, raw: bool) -> pb.Layer:
-    if isinstance(layer, dict):
-        w, b = layer.get("weights"), layer.get("biases")
-    elif isinstance(layer, (tuple, list)) and len(layer) == 2 and np.ndim(layer[0]) == 2:
-        w, b = layer
-    else:
-        w, b = layer, None
-    out = pb.Layer(weights=to_tensor(w, raw=raw, field=f"layers[{k}].weights"))
-    if b is not None:
-        out.biases.CopyFrom(to_tensor(b, raw=raw, field=f"layers[{k}].biases"))
-    return out
-
-
-def _create_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init, seed, layers,
-                    model_id, raw) -> pb.CreateModelRequest:
-    try:
-        sizes = [int(s) for s in layer_sizes]
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"layer_sizes must be whole numbers, got {layer_sizes!r}") from None
-    if any(s < 1 for s in sizes):
-        raise InvalidArgument(f"layer_sizes {sizes}: every layer needs at least 1 neuron")
-    arch = pb.Architecture(
-        layer_sizes=sizes,
-        hidden_activation=_enum_value("activation", hidden, "hidden activation"),
-        output_activation=_enum_value("activation", output, "output activation"),
-        loss=_enum_value("loss", loss, "loss"), bias=bool(bias),
-        gradient_mode=_enum_value("gradient_mode", gradient_mode, "gradient_mode"))
-    request = pb.CreateModelRequest(model_id=model_id or "", architecture=arch,
-                                    init=_enum_value("init", init, "init"), seed=int(seed))
-    for k, layer in enumerate(layers or ()):
-        request.layers.append(_layer_proto(layer, k, raw))
-    return request
-
-
-def _train_request(model_id, inputs, targets, epochs, learning_rate, batch_size, momentum, shuffle,
-                   seed, target_loss, report_every, raw) -> pb.TrainRequest:
-    x = _matrix(inputs, "inputs")
-    t = _targets(targets, x.shape[0])
-    if int(epochs) < 1:
-        raise InvalidArgument(f"epochs is {epochs}; train for at least 1 epoch")
-    return pb.TrainRequest(
-        model_id=model_id, inputs=to_tensor(x, raw=raw), targets=to_tensor(t, raw=raw),
-        epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size),
-        momentum=float(momentum), shuffle=bool(shuffle), seed=int(seed),
-        target_loss=float(target_loss), report_every=int(report_every))
-
-
-def _predict_request(model_id, inputs, raw) -> tuple[pb.PredictRequest, bool]:
-    a = _float_array(inputs, "inputs")
-    single = a.ndim == 1
-    inputs = to_tensor(_matrix(a, "inputs"), raw=raw)
-    return pb.PredictRequest(model_id=model_id, inputs=inputs), single
-
-
-def _predict_result(reply: pb.PredictResponse, single: bool, with_version: bool):
-    out = from_tensor(reply.outputs, "outputs")
-    if single and out.ndim == 2 and out.shape[0] == 1:
-        out = out[0]
-    return (out, reply.model_version) if with_version else out
-
-
-def _step_request(model_id, input, target, learning_rate, dry_run) -> pb.StepRequest:
-    return pb.StepRequest(model_id=model_id, input=_vector(input, "input"),
-                          target=_vector(target, "target"), learning_rate=float(learning_rate),
-                          dry_run=bool(dry_run))
+def channel_options(extra: Sequence = ()) -> list[tuple[str, object]]:
+    """The options a jitnet client opens its channel with (no message size limit of its own,
+    RETRY_SERVICE_CONFIG, keepalive pings while a call is open), followed by `extra`. For
+    programs that open their own grpc channel to a jitnet server (loadtest/locustfile.py)."""
+    return [*_CHANNEL_OPTIONS, *extra]
 
 
 def _channel_credentials(tls: bool, root_certificates):
@@ -390,8 +88,18 @@ def _channel_credentials(tls: bool, root_certificates):
     return grpc.ssl_channel_credentials(root_certificates=root_certificates)
 
 
-class _Base:
-    def __init__(self, target, timeout, tls, root_certificates, token, raw):
+class _ClientBase:
+    """What Client and AsyncClient share: the settings, the stubs, deadlines. Each opens its
+    own kind of channel (grpc or grpc.aio) in _open_channel."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
+                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
+                 token: str | None = None, raw: bool = True, options: Sequence = (),
+                 interceptors: Sequence = ()):
+        """`target` host:port; `timeout` the default deadline of unary calls in seconds;
+        `tls` with the system's roots, or `root_certificates` (PEM bytes or a file) to trust;
+        `token` sent as a bearer token; `raw` tensors as bytes (else values); `options` added
+        to channel_options(); `interceptors` client interceptors of the channel's kind."""
         if timeout is None or not timeout > 0:
             raise InvalidArgument(f"timeout is {timeout}; every call needs a deadline: give "
                                   "a number of seconds above 0")
@@ -400,6 +108,13 @@ class _Base:
         self.raw = raw
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = _channel_credentials(tls, root_certificates)
+        self._channel, channel = self._open_channel(channel_options(options), interceptors)
+        self._stub = pb_grpc.NetworkServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+
+    def _open_channel(self, options: list, interceptors: Sequence):
+        """(the channel to close, the channel to call through)."""
+        raise NotImplementedError
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is None:
@@ -412,24 +127,17 @@ class _Base:
         return f"{type(self).__name__}({self.target!r}, timeout={self.timeout})"
 
 
-class Client(_Base):
+class Client(_ClientBase):
     """A blocking client. Use it as a context manager, or call close()."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
-                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
-                 token: str | None = None, raw: bool = True, options: Sequence = (),
-                 interceptors: Sequence = ()):
-        super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = list(_CHANNEL_OPTIONS) + list(options)
+    def _open_channel(self, options: list, interceptors: Sequence):
         if self._credentials is not None:
-            channel = grpc.secure_channel(target, self._credentials, options=options)
+            channel = grpc.secure_channel(self.target, self._credentials, options=options)
         else:
-            channel = grpc.insecure_channel(target, options=options)
-        self._channel = channel
+            channel = grpc.insecure_channel(self.target, options=options)
         if interceptors:
-            channel = grpc.intercept_channel(channel, *interceptors)
-        self._stub = pb_grpc.NetworkServiceStub(channel)
-        self._health = health_pb2_grpc.HealthStub(channel)
+            return channel, grpc.intercept_channel(channel, *interceptors)
+        return channel, channel
 
     def close(self) -> None:
         self._channel.close()
@@ -454,15 +162,16 @@ class Client(_Base):
                      timeout: float | None = None) -> Model:
         """Creates a model; `layers` ([(W [fan_out, fan_in], b or None)]) gives explicit weights.
         The server makes an id when model_id is empty. Returns the model with its weights."""
-        request = _create_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init,
-                                  seed, layers, model_id, self.raw)
-        return model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
+        request = wire.create_model_request(layer_sizes, hidden, output, loss, bias,
+                                            gradient_mode, init, seed, layers, model_id,
+                                            self.raw)
+        return wire.model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
 
     def get_model(self, model_id: str, include_weights: bool = False, *,
                   timeout: float | None = None) -> Model:
         request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
                                      raw=self.raw)
-        return model_from_proto(self._call(self._stub.GetModel, request, timeout).model)
+        return wire.model_from_proto(self._call(self._stub.GetModel, request, timeout).model)
 
     def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                     timeout: float | None = None) -> list[Model]:
@@ -472,7 +181,7 @@ class Client(_Base):
             reply = self._call(self._stub.ListModels,
                                pb.ListModelsRequest(page_size=page_size, page_token=token),
                                timeout)
-            models.extend(model_from_proto(m) for m in reply.models)
+            models.extend(wire.model_from_proto(m) for m in reply.models)
             token = reply.next_page_token
             if not token or token in seen:  # a repeated token would loop forever
                 return models
@@ -490,15 +199,16 @@ class Client(_Base):
         """Trains on inputs [n, n_in] and targets [n, n_out]; yields Progress as the server
         commits. No deadline unless `timeout` is given; closing the generator cancels the call.
         The call starts on the first next()."""
-        request = _train_request(model_id, inputs, targets, epochs, learning_rate, batch_size,
-                                 momentum, shuffle, seed, target_loss, report_every, self.raw)
+        request = wire.train_request(model_id, inputs, targets, epochs, learning_rate,
+                                     batch_size, momentum, shuffle, seed, target_loss,
+                                     report_every, self.raw)
         return self._train_stream(request, timeout)
 
     def _train_stream(self, request: pb.TrainRequest, timeout) -> Iterator[Progress]:
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for msg in call:
-                yield _progress(msg, request.epochs)
+                yield wire.progress_from_proto(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
@@ -508,15 +218,15 @@ class Client(_Base):
                 timeout: float | None = None):
         """Outputs [n, n_out] for inputs [n, n_in]; a 1-D input gives a 1-D output.
         With with_version=True, returns (outputs, model_version)."""
-        request, single = _predict_request(model_id, inputs, self.raw)
+        request, single = wire.predict_request(model_id, inputs, self.raw)
         reply = self._call(self._stub.Predict, request, timeout)
-        return _predict_result(reply, single, with_version)
+        return wire.predict_outputs(reply, single, with_version)
 
     def step(self, model_id: str, input, target, learning_rate: float, *, dry_run: bool = False,
              timeout: float | None = None) -> StepTrace:
         """One iteration on one sample with every intermediate value; dry_run keeps the weights."""
-        request = _step_request(model_id, input, target, learning_rate, dry_run)
-        return _trace_from_proto(self._call(self._stub.Step, request, timeout), request)
+        request = wire.step_request(model_id, input, target, learning_rate, dry_run)
+        return wire.step_trace_from_proto(self._call(self._stub.Step, request, timeout), request)
 
     # -- health --
 
@@ -544,23 +254,17 @@ class Client(_Base):
             time.sleep(0.05)
 
 
-class AsyncClient(_Base):
+class AsyncClient(_ClientBase):
     """The same calls over grpc.aio: `async with AsyncClient(...) as c: await c.predict(...)`.
     train() is an async generator; aclose() (or leaving `async for`) cancels the call."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT,
-                 tls: bool = False, root_certificates: bytes | str | os.PathLike | None = None,
-                 token: str | None = None, raw: bool = True, options: Sequence = (),
-                 interceptors: Sequence = ()):
-        super().__init__(target, timeout, tls, root_certificates, token, raw)
-        options = list(_CHANNEL_OPTIONS) + list(options)
+    def _open_channel(self, options: list, interceptors: Sequence):
         kwargs = {"options": options, "interceptors": list(interceptors) or None}
         if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, self._credentials, **kwargs)
+            channel = grpc.aio.secure_channel(self.target, self._credentials, **kwargs)
         else:
-            self._channel = grpc.aio.insecure_channel(target, **kwargs)
-        self._stub = pb_grpc.NetworkServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            channel = grpc.aio.insecure_channel(self.target, **kwargs)
+        return channel, channel
 
     async def close(self) -> None:
         await self._channel.close()
@@ -581,15 +285,18 @@ class AsyncClient(_Base):
                            output="sigmoid", loss="mse", bias: bool = True,
                            gradient_mode="exact", init="xavier", seed: int = 0, layers=None,
                            model_id: str = "", timeout: float | None = None) -> Model:
-        request = _create_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init,
-                                  seed, layers, model_id, self.raw)
-        return model_from_proto((await self._call(self._stub.CreateModel, request, timeout)).model)
+        request = wire.create_model_request(layer_sizes, hidden, output, loss, bias,
+                                            gradient_mode, init, seed, layers, model_id,
+                                            self.raw)
+        reply = await self._call(self._stub.CreateModel, request, timeout)
+        return wire.model_from_proto(reply.model)
 
     async def get_model(self, model_id: str, include_weights: bool = False, *,
                         timeout: float | None = None) -> Model:
         request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
                                      raw=self.raw)
-        return model_from_proto((await self._call(self._stub.GetModel, request, timeout)).model)
+        reply = await self._call(self._stub.GetModel, request, timeout)
+        return wire.model_from_proto(reply.model)
 
     async def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                           timeout: float | None = None) -> list[Model]:
@@ -598,7 +305,7 @@ class AsyncClient(_Base):
             reply = await self._call(self._stub.ListModels,
                                      pb.ListModelsRequest(page_size=page_size, page_token=token),
                                      timeout)
-            models.extend(model_from_proto(m) for m in reply.models)
+            models.extend(wire.model_from_proto(m) for m in reply.models)
             token = reply.next_page_token
             if not token or token in seen:
                 return models
@@ -612,15 +319,16 @@ class AsyncClient(_Base):
               batch_size: int = 1, momentum: float = 0.0, shuffle: bool = False, seed: int = 0,
               target_loss: float = 0.0, report_every: int = 0,
               timeout: float | None = None) -> AsyncIterator[Progress]:
-        request = _train_request(model_id, inputs, targets, epochs, learning_rate, batch_size,
-                                 momentum, shuffle, seed, target_loss, report_every, self.raw)
+        request = wire.train_request(model_id, inputs, targets, epochs, learning_rate,
+                                     batch_size, momentum, shuffle, seed, target_loss,
+                                     report_every, self.raw)
         return self._train_stream(request, timeout)
 
     async def _train_stream(self, request: pb.TrainRequest, timeout) -> AsyncIterator[Progress]:
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             async for msg in call:
-                yield _progress(msg, request.epochs)
+                yield wire.progress_from_proto(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
@@ -628,14 +336,15 @@ class AsyncClient(_Base):
 
     async def predict(self, model_id: str, inputs, *, with_version: bool = False,
                       timeout: float | None = None):
-        request, single = _predict_request(model_id, inputs, self.raw)
+        request, single = wire.predict_request(model_id, inputs, self.raw)
         reply = await self._call(self._stub.Predict, request, timeout)
-        return _predict_result(reply, single, with_version)
+        return wire.predict_outputs(reply, single, with_version)
 
     async def step(self, model_id: str, input, target, learning_rate: float, *,
                    dry_run: bool = False, timeout: float | None = None) -> StepTrace:
-        request = _step_request(model_id, input, target, learning_rate, dry_run)
-        return _trace_from_proto(await self._call(self._stub.Step, request, timeout), request)
+        request = wire.step_request(model_id, input, target, learning_rate, dry_run)
+        reply = await self._call(self._stub.Step, request, timeout)
+        return wire.step_trace_from_proto(reply, request)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         reply = await self._call(self._health.Check,

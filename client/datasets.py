@@ -12,6 +12,9 @@ jitnet, so it is imported only when one of them is asked for.
 Files: `.npy` (numpy.save, no pickles) or `.csv` (comma-separated numbers; a first line that
 is not numbers is a header and skipped). In a CSV holding inputs and targets together, the
 last `target_columns` columns are the targets.
+
+The article's network (api.md, "The article's worked example") is here too, for the demo,
+`jitnet create --article` and tests: `article()`, from ARTICLE_HIDDEN and ARTICLE_OUTPUT.
 """
 
 from __future__ import annotations
@@ -36,6 +39,27 @@ def xor() -> DataSet:
     inputs = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
     targets = np.array([[0], [1], [1], [0]], dtype=np.float64)
     return DataSet(inputs, targets, "xor")
+
+
+# The article's weights, W [fan_out, fan_in]: W[j][i] joins input i to neuron j.
+ARTICLE_HIDDEN = [[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]  # input -> hidden, [4, 2]
+ARTICLE_OUTPUT = [[0.6, 0.7, 0.3, 0.4]]  # hidden -> output, [1, 4]
+
+
+class ArticleNetwork(NamedTuple):
+    layer_sizes: list[int]
+    layers: list[np.ndarray]  # W per layer, no biases
+    architecture: dict  # the create_model keywords: activations, loss, bias, gradient mode
+
+
+def article() -> ArticleNetwork:
+    """The article's 2-4-1 network: sigmoid everywhere, MSE, no biases, ARTICLE gradients, its
+    weights (fresh arrays on each call). Create it with
+    `client.create_model(net.layer_sizes, layers=net.layers, **net.architecture)`."""
+    return ArticleNetwork(
+        [2, 4, 1], [np.array(ARTICLE_HIDDEN), np.array(ARTICLE_OUTPUT)],
+        dict(hidden="sigmoid", output="sigmoid", loss="mse", bias=False,
+             gradient_mode="article"))
 
 
 def _sklearn(name: str):

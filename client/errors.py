@@ -1,6 +1,6 @@
 """Typed client errors: every failed call raises a JitnetError subclass, never a grpc.RpcError.
 
-Each class carries the gRPC status `code` (a grpc.StatusCode) and the server's `details`, and
+Each class carries the gRPC status `code` (a StatusCode) and the server's `details`, and
 an `exit_code` the `jitnet` command returns for it (Triton's client turns RpcError into its own
 InferenceServerException the same way, `from None`, so tracebacks stay short):
 
@@ -22,15 +22,31 @@ InferenceServerException the same way, `from None`, so tracebacks stay short):
 from __future__ import annotations
 
 import grpc
+from grpc import StatusCode
+
+
+_BY_CODE: dict[StatusCode, type[JitnetError]] = {}  # filled by the subclasses' statements
 
 
 class JitnetError(Exception):
-    """A call failed. `code` is the grpc.StatusCode, `details` the server's message."""
+    """A call failed. `code` is the StatusCode, `details` the server's message.
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    A subclass names its status and exit code in its class statement, `status=` and
+    `exit_code=`; that also makes it the error error_for() raises for that status."""
+
+    code: StatusCode = StatusCode.UNKNOWN
     exit_code: int = 1
 
-    def __init__(self, details: str = "", code: grpc.StatusCode | None = None):
+    def __init_subclass__(cls, *, status: StatusCode | None = None,
+                          exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.code = status
+            _BY_CODE[status] = cls
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
+    def __init__(self, details: str = "", code: StatusCode | None = None):
         super().__init__(details)
         self.details = details
         if code is not None:
@@ -43,85 +59,57 @@ class JitnetError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code.name}, details={self.details!r})"
 
-
-class InvalidArgument(JitnetError, ValueError):
+class InvalidArgument(JitnetError, ValueError, status=StatusCode.INVALID_ARGUMENT, exit_code=2):
     """The request is malformed: a shape, a value, an enum, a name. Also raised locally."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    exit_code = 2
+
+class NotFound(JitnetError, status=StatusCode.NOT_FOUND, exit_code=3):
+    """No model with that id."""
 
 
-class NotFound(JitnetError):
-    code = grpc.StatusCode.NOT_FOUND
-    exit_code = 3
+class AlreadyExists(JitnetError, status=StatusCode.ALREADY_EXISTS, exit_code=4):
+    """A model with that id exists already."""
 
 
-class AlreadyExists(JitnetError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-    exit_code = 4
-
-
-class Aborted(JitnetError):
+class Aborted(JitnetError, status=StatusCode.ABORTED, exit_code=5):
     """The model is being trained by another call; retry later."""
 
-    code = grpc.StatusCode.ABORTED
-    exit_code = 5
 
-
-class FailedPrecondition(JitnetError):
+class FailedPrecondition(JitnetError, status=StatusCode.FAILED_PRECONDITION, exit_code=6):
     """E.g. training diverged (non-finite loss); the model keeps its last committed weights."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    exit_code = 6
+
+class ResourceExhausted(JitnetError, status=StatusCode.RESOURCE_EXHAUSTED, exit_code=7):
+    """Over one of the server's limits (rows, parameters, message size, ...)."""
 
 
-class ResourceExhausted(JitnetError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    exit_code = 7
-
-
-class Unavailable(JitnetError):
+class Unavailable(JitnetError, status=StatusCode.UNAVAILABLE, exit_code=8):
     """No server answered, or it is draining. Retrying (elsewhere) may succeed."""
 
-    code = grpc.StatusCode.UNAVAILABLE
-    exit_code = 8
+
+class DeadlineExceeded(JitnetError, status=StatusCode.DEADLINE_EXCEEDED, exit_code=9):
+    """The call's deadline passed before it finished."""
 
 
-class DeadlineExceeded(JitnetError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    exit_code = 9
+class Cancelled(JitnetError, status=StatusCode.CANCELLED, exit_code=10):
+    """The call was cancelled (by this client, or by a server shutting down)."""
 
 
-class Cancelled(JitnetError):
-    code = grpc.StatusCode.CANCELLED
-    exit_code = 10
+class Unauthenticated(JitnetError, status=StatusCode.UNAUTHENTICATED, exit_code=11):
+    """The server asks for a bearer token and got none, or another one."""
 
 
-class Unauthenticated(JitnetError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-    exit_code = 11
+class PermissionDenied(Unauthenticated, status=StatusCode.PERMISSION_DENIED):
+    """The caller may not make this call; the command exits as for Unauthenticated."""
 
 
-class PermissionDenied(Unauthenticated):
-    code = grpc.StatusCode.PERMISSION_DENIED
+class Internal(JitnetError, status=StatusCode.INTERNAL, exit_code=12):
+    """A server bug; the message gives an incident id, the server's log its traceback."""
 
 
-class Internal(JitnetError):
-    code = grpc.StatusCode.INTERNAL
-    exit_code = 12
-
-
-_BY_CODE: dict[grpc.StatusCode, type[JitnetError]] = {
-    cls.code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, Aborted, FailedPrecondition,
-                ResourceExhausted, Unavailable, DeadlineExceeded, Cancelled, Unauthenticated,
-                PermissionDenied, Internal)
-}
-
-
-def error_for(code: grpc.StatusCode | None, details: str | None) -> JitnetError:
+def error_for(code: StatusCode | None, details: str | None) -> JitnetError:
     """The typed error for a status (JitnetError itself for codes without a class)."""
-    code = code if code is not None else grpc.StatusCode.UNKNOWN
+    code = code if code is not None else StatusCode.UNKNOWN
     return _BY_CODE.get(code, JitnetError)(details or "", code)
 
 

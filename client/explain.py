@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .client import Model, StepTrace
+from .results import Model, StepTrace
 
 _F = {  # f(x), as the legend shows it
     "sigmoid": "1 / (1 + exp(-x))",

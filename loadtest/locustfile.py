@@ -16,7 +16,6 @@ nginx:50051). tests/deploy/test_loadtest.py runs it through nginx to two real re
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 import time
@@ -31,22 +30,15 @@ grpc_gevent.init_gevent()
 
 from locust import User, constant, task  # noqa: E402
 
+from jitnet.client import channel_options  # noqa: E402
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc  # noqa: E402
 
 TIMEOUT_SECONDS = 10.0  # every call has a deadline: a stuck server shows up as failures, not a hang
 
-# As the jitnet client does: calls without side effects are retried when the replica that got
-# them goes away (nginx answers 502, or grpc cancels a call accepted during shutdown), so
-# scaling or restarting replicas under load costs no Predict. Train and Step are never retried.
-CHANNEL_OPTIONS = (
-    ("grpc.service_config", json.dumps({"methodConfig": [{
-        "name": [{"service": "jitnet.v1.NetworkService", "method": m}
-                 for m in ("Predict", "GetModel", "ListModels")],
-        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
-    }]})),
-)
+# The jitnet client's channel options: Predict, GetModel and ListModels are retried when the
+# replica that got them goes away (nginx answers 502, or grpc cancels a call accepted during
+# shutdown), so scaling or restarting replicas under load costs no Predict.
+CHANNEL_OPTIONS = channel_options()
 
 XOR_INPUTS = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]  # [4, 2], row-major
 XOR_TARGETS = [0.0, 1.0, 1.0, 0.0]  # [4, 1]

@@ -13,6 +13,17 @@ def test_xor_is_the_article_table():
     assert x.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]] and y.ravel().tolist() == [0, 1, 1, 0]
 
 
+def test_article_network_is_the_articles():
+    net = datasets.article()
+    assert net.layer_sizes == [2, 4, 1]
+    assert [w.tolist() for w in net.layers] == [[[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]],
+                                                [[0.6, 0.7, 0.3, 0.4]]]
+    assert net.architecture == dict(hidden="sigmoid", output="sigmoid", loss="mse", bias=False,
+                                    gradient_mode="article")
+    net.layers[0][0, 0] = 9.0  # every call gives fresh arrays
+    assert datasets.article().layers[0][0, 0] == 0.2
+
+
 def test_digits_and_iris():
     pytest.importorskip("sklearn")
     x, y, _ = datasets.digits()

@@ -1,0 +1,105 @@
+"""`jitnet demo`: a server in this process, the article's step explained, then XOR trained.
+
+The server (and with it numba) is imported only when the demo runs, so that importing this
+module, as cli.py does, stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+
+from . import datasets, explain
+from .client import DEFAULT_TIMEOUT, Client
+from .errors import AlreadyExists, JitnetError
+from .progress import ProgressBar, train_with_progress, trained_line
+from .results import Model
+
+
+def run(args) -> int:
+    """`jitnet demo`: the server in this process on a free port, models in a temporary
+    directory (or --data-dir), stopped at the end."""
+    from jitnet.service import config as service_config
+    from jitnet.service import server as service_server
+
+    with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
+        data_dir = args.data_dir or tmp
+        cfg = service_config.Config(host="127.0.0.1", port=0, data_dir=data_dir,
+                                    log_level="WARNING")
+        handle = service_server.create_server(cfg)
+        handle.start()  # answers at once; SERVING once the kernels are compiled (or cached)
+        try:
+            with Client(f"127.0.0.1:{handle.port}", timeout=DEFAULT_TIMEOUT) as client:
+                _wait_for(handle, client)
+                print(f"jitnet demo: a server on 127.0.0.1:{handle.port}, models in {data_dir}")
+                return _show(client, args)
+        finally:
+            handle.drain(0).wait(10)
+
+
+def _wait_for(handle, client: Client, seconds: float = 300.0) -> None:
+    """Until the in-process server is SERVING (a cold numba cache means compiling first)."""
+    deadline = time.monotonic() + seconds
+    told = False
+    while True:
+        try:
+            client.wait_until_serving(1.0)
+            return
+        except JitnetError:
+            problem = getattr(handle, "startup_error", None)
+            if problem is not None:
+                raise JitnetError(f"the server could not start: {problem}") from None
+            if time.monotonic() > deadline:
+                raise
+            if not told:
+                print("compiling the kernels (only the first run takes this long) ...",
+                      file=sys.stderr)
+                told = True
+
+
+def _create_fresh(client: Client, model_id: str, sizes, **kwargs) -> Model:
+    """Creates model_id, or a server-named model when --data-dir already holds that id."""
+    try:
+        return client.create_model(sizes, model_id=model_id, **kwargs)
+    except AlreadyExists:
+        return client.create_model(sizes, **kwargs)
+
+
+def _show(client: Client, args) -> int:
+    """1. the article's step explained (a dry run), 2. XOR trained and checked."""
+    net = datasets.article()
+    article = _create_fresh(client, "article", net.layer_sizes, layers=net.layers,
+                            **net.architecture)
+    print()
+    print("1. The article's network: 2-4-1, sigmoid, no bias, its weights and its arithmetic.")
+    print("   One step on input (0, 1), target 1, learning rate 0.001 (a dry run):")
+    print()
+    trace = client.step(article.id, [0, 1], [1], 0.001, dry_run=True)
+    print("\n".join("   " + line if line else "" for line in
+                    explain.explain(trace, article).splitlines()))
+
+    print()
+    print("2. XOR: a fresh 2-4-1 with biases, U[0, 1) weights (seed 0), learning rate 0.5,")
+    print(f"   one sample at a time, up to {args.epochs} epochs or a loss of 0.001.")
+    xor = _create_fresh(client, "xor", [2, 4, 1], init="uniform", seed=0)
+    data = datasets.xor()
+    bar = ProgressBar(args.epochs, enabled=not args.no_progress)
+    last = train_with_progress(client, xor.id, data, bar, epochs=args.epochs,
+                               learning_rate=0.5, target_loss=0.001)
+    print("   " + trained_line(xor.id, last, 0.001))
+    outputs = client.predict(xor.id, data.inputs)
+    print()
+    print("   x1  x2  target  output")
+    right = 0
+    for x, t, y in zip(data.inputs, data.targets[:, 0], outputs[:, 0]):
+        ok = (y > 0.5) == (t > 0.5)
+        right += ok
+        print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")
+    print()
+    if right != len(outputs):
+        print(f"error: only {right} of {len(outputs)} XOR outputs are on the right side of 0.5",
+              file=sys.stderr)
+        return 1
+    print("   All four on the right side of 0.5. Stopping the server.")
+    return 0
