@@ -48,7 +48,9 @@ _RETURNS_BYTES = "jitnet_may_return_bytes"
 
 
 def may_return_bytes(method):
-    """Marks a handler whose reply may be bytes it encoded itself; they are sent as they are."""
+    """Marks a handler whose reply may be bytes it encoded itself; they are sent as they are.
+    Such a reply answers one row (fastpath.py): the metrics count it so without reading the
+    request's tensor again (observability._counted_unary)."""
     setattr(method, _RETURNS_BYTES, True)
     return method
 
