@@ -25,10 +25,12 @@ import grpc
 
 
 class JitnetError(Exception):
-    """A call failed. `code` is the grpc.StatusCode, `details` the server's message."""
+    """A call failed. `code` is the grpc.StatusCode, `details` the server's message,
+    `request_id` the id the server's access log has the call under (None when it keeps none)."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     exit_code: int = 1
+    request_id: str | None = None
 
     def __init__(self, details: str = "", code: grpc.StatusCode | None = None):
         super().__init__(details)
@@ -38,7 +40,8 @@ class JitnetError(Exception):
 
     def __str__(self) -> str:
         # The one line the CLI prints after "error: ".
-        return f"{self.code.name}: {self.details}" if self.details else self.code.name
+        text = f"{self.code.name}: {self.details}" if self.details else self.code.name
+        return f"{text} (request id {self.request_id})" if self.request_id else text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code.name}, details={self.details!r})"
@@ -129,4 +132,18 @@ def from_rpc_error(error: grpc.RpcError) -> JitnetError:
     """Converts a failed call (a grpc.Call that is also an RpcError) into its typed error."""
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
-    return error_for(code, details)
+    typed = error_for(code, details)
+    typed.request_id = _request_id(error)
+    return typed
+
+
+def _request_id(error: grpc.RpcError) -> str | None:
+    """The server's x-request-id, returned in the trailing metadata (its --access-log)."""
+    try:
+        metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    except Exception:  # noqa: BLE001 - a call that never reached a server has none
+        return None
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None

@@ -156,3 +156,13 @@ def test_text_lines_from_a_server_process_end_with_the_request_id(spawn):
     assert re.fullmatch(r"\S+ \S+ INFO jitnet\.access: jitnet\.v1\.NetworkService/Predict OK "
                         r"[0-9.]+ ms peer=ipv4:127\.0\.0\.1:\d+ model=xor rows=1 "
                         r"request_id=req-text\n", line), line
+
+
+def test_the_clients_errors_carry_the_request_id(logged, caplog):
+    from jitnet.client import Client, NotFound
+
+    with Client(f"127.0.0.1:{logged.port}") as client, pytest.raises(NotFound) as info:
+        client.predict("nope", np.zeros(2))
+    [line] = [r for r in _access(caplog) if r.access["code"] == "NOT_FOUND"]
+    assert info.value.request_id == line.request_id
+    assert str(info.value).endswith(f"(request id {line.request_id})")
