@@ -254,7 +254,10 @@ class _Call:
                         self.messages if site.kind in (SERVER_STREAM, BIDI_STREAM) else None,
                         trace_id)
         if self.request_id_token is not None:
-            logs.REQUEST_ID.reset(self.request_id_token)
+            try:
+                logs.REQUEST_ID.reset(self.request_id_token)
+            except ValueError:  # a stream closed by the collector, outside the call's context
+                pass
 
 
 def _observed_unary(site: _Site, behavior):
