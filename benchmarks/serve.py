@@ -35,6 +35,9 @@ Cases:
   Predict XOR 1      one sample into a 2-4-1 model (raw tensor bytes, as the jitnet client sends)
   Predict digits 1   one sklearn digits row into a 64-64-10 model
   Predict digits 1k  1,000 digits rows per call; reported as samples/s end to end
+  Metrics on         Predict XOR 1 on a second jitnet server with --metrics-port (Prometheus
+                     metrics on) against the metrics-off server, ABBA rounds: the cost of
+                     metrics (the server's /metrics must have counted every call)
   Train XOR 10k      10,000 epochs over gRPC (report_every 0, so the server commits about once a
                      second and at the end) against jitnet.service.training.train on the same
                      model in a process pinned to core 0, plus one round trip (median Predict XOR
@@ -83,6 +86,7 @@ TARGETS = {
     "samples_per_s": 1_000_000,  # Predict of 1,000 rows per call
     "train_ratio": 1.2,  # Train over gRPC within 1.2x of in-process + one round trip
     "start_warm_s": 2.0,  # process start to SERVING with a warm numba cache
+    "metrics_ratio": 0.97,  # Predict of one sample with metrics on: >= 0.97x metrics off
 }
 
 
@@ -160,11 +164,11 @@ class Proc:
 
 
 def start_jitnet(env: dict, workdir: pathlib.Path, workers: int, name: str,
-                 port: int | None = None) -> tuple[Proc, int]:
+                 port: int | None = None, flags: tuple[str, ...] = ()) -> tuple[Proc, int]:
     port = port or _free_port()
     data = workdir / f"data-{name}"
     argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
-            str(port), "--data-dir", str(data), "--workers", str(workers)]
+            str(port), "--data-dir", str(data), "--workers", str(workers), *flags]
     return Proc(argv, env, SERVER_CORE, workdir / f"{name}.log"), port
 
 
@@ -540,10 +544,12 @@ def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
                 for name in servers), flush=True)
 
         if args.cases is None:
-            for name in servers:  # Train has the server core to itself
+            for name in servers:  # Train and the metrics case have the server core to themselves
                 if name != "jitnet":
                     servers[name][1].stop()
-            results["train"] = measure_train(env, workdir, servers["jitnet"][0], args)
+            target, proc = servers["jitnet"]
+            results["metrics"] = measure_metrics_cost(env, workdir, args, (target, proc.pid))
+            results["train"] = measure_train(env, workdir, target, args)
     results["server_exit"] = servers["jitnet"][1].proc.returncode
     return results
 
@@ -559,6 +565,46 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listening on {port}")
+
+
+def measure_metrics_cost(env: dict, workdir: pathlib.Path, args, off: tuple[str, int]) -> dict:
+    """Predict XOR 1 on the metrics-off server (`off`: target, pid) and on a second server
+    with --metrics-port, twice as many ABBA rounds as the other cases (the difference sought
+    is a few percent). The second server's /metrics must count every call the client made."""
+    import urllib.request
+
+    from jitnet.client import Client
+
+    metrics_port = _free_port()
+    server, port = start_jitnet(env, workdir, args.workers, "jitnet-metrics",
+                                flags=("--metrics-port", str(metrics_port)))
+    try:
+        _wait_serving(port, server.proc, 120.0)
+        with Client(f"127.0.0.1:{port}", timeout=60) as client:
+            client.create_model([2, 4, 1], seed=1, model_id="xor")
+        servers = {"off": off, "on": (f"127.0.0.1:{port}", server.pid)}
+        runs = {"off": [], "on": []}
+        for r in range(2 * args.rounds):
+            for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                addr, pid = servers[name]
+                runs[name].append(run_client(env, addr, workdir / "xor1.request", pid,
+                                             args.in_flight, args.seconds, args.warmup))
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=10).read().decode()
+    finally:
+        server.stop()
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+                  if line.startswith("grpc_server_handled_total{") and 'grpc_method="Predict"'
+                  in line and 'grpc_code="OK"' in line)
+    measured = sum(r["calls"] for r in runs["on"])  # calls inside the windows: fewer than made
+    assert counted >= measured, f"/metrics counted {counted} Predicts, the client {measured}"
+    result = {name: _summarise(v) for name, v in runs.items()}
+    result["counted"] = counted
+    on, off_ = result["on"], result["off"]
+    print(f"  Predict XOR 1, metrics on: {on['qps']:.0f}/s (cpu {on['server_cpu']:.2f}) vs off "
+          f"{off_['qps']:.0f}/s (cpu {off_['server_cpu']:.2f}): ratio "
+          f"{on['qps'] / off_['qps']:.3f}; /metrics counted {counted:.0f} Predicts", flush=True)
+    return result
 
 
 def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
@@ -704,6 +750,16 @@ def section(results: dict) -> str:
                      f"{big['request_bytes'] / 1024:.0f} KiB; echo "
                      f"{big['echo']['qps'] * big['rows'] / 1e6:.2f}M), "
                      f"{big['jitnet']['errors']} errors | {_ok(met)} |")
+    if "metrics" in results:
+        m = results["metrics"]
+        on, off = m["on"], m["off"]
+        ratio = on["qps"] / off["qps"]
+        lines.append(f"| Predict XOR, 1 sample: metrics on >= {TARGETS['metrics_ratio']}x "
+                     f"metrics off QPS | {ratio:.3f}x ({on['qps']:,.0f} vs {off['qps']:,.0f}/s, "
+                     f"{on['rounds']} rounds each; by server CPU per call "
+                     f"{_cpu_us(off) / _cpu_us(on):.3f}x: {_cpu_us(on):,.0f} vs "
+                     f"{_cpu_us(off):,.0f} us), {on['errors']} errors | "
+                     f"{_ok(ratio >= TARGETS['metrics_ratio'] and on['errors'] == 0)} |")
     if t:
         budget = t["engine"] + t["rtt"]
         tr = t["grpc"] / budget

@@ -29,13 +29,15 @@ _BY_CODE: dict[StatusCode, type[JitnetError]] = {}  # filled by the subclasses' 
 
 
 class JitnetError(Exception):
-    """A call failed. `code` is the StatusCode, `details` the server's message.
+    """A call failed. `code` is the StatusCode, `details` the server's message, `request_id`
+    the id the server's access log has the call under (None when it keeps none).
 
     A subclass names its status and exit code in its class statement, `status=` and
     `exit_code=`; that also makes it the error error_for() raises for that status."""
 
     code: StatusCode = StatusCode.UNKNOWN
     exit_code: int = 1
+    request_id: str | None = None
 
     def __init_subclass__(cls, *, status: StatusCode | None = None,
                           exit_code: int | None = None, **kwargs):
@@ -54,10 +56,12 @@ class JitnetError(Exception):
 
     def __str__(self) -> str:
         # The one line the CLI prints after "error: ".
-        return f"{self.code.name}: {self.details}" if self.details else self.code.name
+        text = f"{self.code.name}: {self.details}" if self.details else self.code.name
+        return f"{text} (request id {self.request_id})" if self.request_id else text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code.name}, details={self.details!r})"
+
 
 class InvalidArgument(JitnetError, ValueError, status=StatusCode.INVALID_ARGUMENT, exit_code=2):
     """The request is malformed: a shape, a value, an enum, a name. Also raised locally."""
@@ -117,4 +121,18 @@ def from_rpc_error(error: grpc.RpcError) -> JitnetError:
     """Converts a failed call (a grpc.Call that is also an RpcError) into its typed error."""
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
-    return error_for(code, details)
+    typed = error_for(code, details)
+    typed.request_id = _request_id(error)
+    return typed
+
+
+def _request_id(error: grpc.RpcError) -> str | None:
+    """The server's x-request-id, returned in the trailing metadata (its --access-log)."""
+    try:
+        metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    except Exception:  # noqa: BLE001 - a call that never reached a server has none
+        return None
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None

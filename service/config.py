@@ -56,6 +56,11 @@ class Config:
     auth_token: str | None = None  # when set, calls need `authorization: Bearer <token>`
     log_level: str = "INFO"
     refresh_seconds: float = 0.5  # how stale another process's commit may look at most
+    # Observability (docs/operations.md): all off by default.
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP on host:metrics_port
+    access_log: bool = False  # one log line per call, with a request id
+    log_format: str = "text"  # or "json", one object per line
+    tracing: bool = False  # OpenTelemetry spans (pip install 'jitnet[otel]')
 
     def __post_init__(self):
         for setting in SETTINGS:
@@ -151,6 +156,26 @@ def _optional_text(raw: str) -> str | None:
     return raw or None
 
 
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(raw)
+    return value
+
+
+def _port_or_off(value: int | None) -> str | None:
+    return None if value is None or 0 <= value <= 65535 else f"must be 0..65535, got {value}"
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -178,6 +203,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _log_level, "level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     Setting("refresh_seconds", _number, "number", "how often a cached model is checked against "
             "its file, for servers sharing a data directory (default 0.5)", check=_at_least(0)),
+    Setting("metrics_port", int, "port", "serve Prometheus metrics over HTTP at "
+            "http://HOST:PORT/metrics; 0 picks a free one (default: no metrics)",
+            check=_port_or_off),
+    Setting("access_log", _on_off, "on/off", "one log line per call (method, status, duration, "
+            "peer, model, rows, request id from x-request-id or made up) (default off)"),
+    Setting("log_format", _log_format, "format", "text (default) or json: one JSON object per "
+            "line, for log shippers"),
+    Setting("tracing", _on_off, "on/off", "an OpenTelemetry span per call, exported as the "
+            "standard OTEL_* variables say; needs pip install 'jitnet[otel]' (default off)"),
     Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
             "(default 2000000)", in_limits=True, check=_at_least(1)),
     Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",
@@ -201,5 +235,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     given on the command line from one left to the environment or the default."""
     group = parser.add_argument_group("server settings (each also a JITNET_* variable)")
     for setting in SETTINGS:
+        # An on/off setting given as a bare flag (`--access-log`) turns it on.
+        switch = dict(nargs="?", const=True) if setting.parse is _on_off else {}
         group.add_argument(setting.flag, dest=setting.dest, type=setting.parse, default=None,
-                           metavar=setting.kind.upper(), help=f"{setting.help} [{setting.env}]")
+                           metavar=setting.kind.upper(), help=f"{setting.help} [{setting.env}]",
+                           **switch)

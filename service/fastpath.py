@@ -10,7 +10,7 @@ wrong: the servicer calls `predict_reply` first and goes on when it returns None
 raise (an unknown model) are the ones the general path would raise for the same request.
 
 The one other place that knows of this path is guard.may_return_bytes: Predict's reply may be
-the bytes made here.
+the bytes made here (and the metrics count such a reply as one row).
 """
 
 from __future__ import annotations

@@ -191,6 +191,7 @@ class FileStore(ModelStore):
                    f"unreadable ({exc}). Delete the model, or restore the file from a backup")
             if entry is None or entry.error != why:
                 _LOGGER.error("%s", why)
+                self.events.store_failed(model_id, "unreadable")
             # Keep serving the last good version read (if any), as TF Serving keeps v1 when v2
             # fails to load; changing the model needs a readable file.
             entry = _Entry(entry.record if entry else None, why, signature, now)
@@ -286,6 +287,7 @@ class FileStore(ModelStore):
                     self._forget(model_id)
                 raise NotFound(f"model '{model_id}' not found") from None
             except OSError as exc:
+                self.events.store_failed(model_id, "write")
                 raise StorageFailed(f"could not delete model '{model_id}': "
                                     f"{exc.strerror or exc}") from None
             self._fsync_dir()
@@ -305,6 +307,7 @@ class FileStore(ModelStore):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            self.events.lease_refused(model_id)
             raise Busy(f"model '{model_id}' is being trained by another call; try again when "
                        "it finishes (Predict and GetModel keep working meanwhile)") from None
         return FileLease(self, model_id, fd, None)
@@ -334,7 +337,7 @@ class FileStore(ModelStore):
                     os.replace(tmp, path)
                 signature = _Signature.of(os.fstat(fd))
             except OSError as exc:
-                raise _storage_error(exc, record.id) from None
+                raise self._storage_error(exc, record.id) from None
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -354,13 +357,19 @@ class FileStore(ModelStore):
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except OSError as exc:
-                raise _storage_error(exc, model_id) from None
+                raise self._storage_error(exc, model_id) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink > 0:
                 return fd, tmp
             os.close(fd)  # a starting server took it for a leftover between open and lock
+        self.events.store_failed(model_id, "write")
         raise StorageFailed(f"could not create a temp file for model '{model_id}' in the data "
                             "directory")
+
+    def _storage_error(self, exc: OSError, model_id: str) -> Exception:
+        error = _storage_error(exc, model_id)
+        self.events.store_failed(model_id, "disk_full" if isinstance(error, DiskFull) else "write")
+        return error
 
     def _fsync_dir(self) -> None:
         try:
@@ -396,7 +405,9 @@ class FileLease(Lease):
             iterations=base.iterations if iterations is None else int(iterations),
             last_loss=float(last_loss), update_time_ns=max(time.time_ns(), base.update_time_ns),
             params=frozen(params), velocity=frozen(velocity))
+        began = time.perf_counter()
         self._store._commit(record)
+        self._store.events.committed(record.id, record.version, time.perf_counter() - began)
         self.record = record
         return record
 

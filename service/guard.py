@@ -4,7 +4,9 @@
   * health Check runs on a thread pool of its own, so probes answer while every worker trains;
   * running handlers are counted, so shutdown knows whether any outlived the grace;
   * a handler marked `may_return_bytes` may answer with its reply already encoded
-    (fastpath.py's one-sample Predict).
+    (fastpath.py's one-sample Predict);
+  * with observability on (metrics, access log, traces), the handler is handed to the
+    Observer, which measures it (observability/__init__.py); off, nothing of it is on the path.
 
 Wrapped once, not intercepted: an interceptor runs on every call (about 5 us of a one-sample
 Predict). `Registering` stands in for the server while the generated `add_*_to_server` functions
@@ -46,7 +48,9 @@ _RETURNS_BYTES = "jitnet_may_return_bytes"
 
 
 def may_return_bytes(method):
-    """Marks a handler whose reply may be bytes it encoded itself; they are sent as they are."""
+    """Marks a handler whose reply may be bytes it encoded itself; they are sent as they are.
+    Such a reply answers one row (fastpath.py): the metrics count it so without reading the
+    request's tensor again (observability._counted_unary)."""
     setattr(method, _RETURNS_BYTES, True)
     return method
 
@@ -62,8 +66,9 @@ class _Malformed:
 class CallGuard:
     """Wraps handlers (see the module's docstring) and counts the ones running."""
 
-    def __init__(self, health_pool: futures.ThreadPoolExecutor):
+    def __init__(self, health_pool: futures.ThreadPoolExecutor, observer=None):
         self._health_pool = health_pool
+        self._observer = observer  # observability.Observer, or None: nothing observed
         # A plain lock (entered in C) and a polled wait_idle: a Condition costs a one-sample
         # Predict a few Python frames, and only shutdown ever waits.
         self._count_lock = threading.Lock()
@@ -71,19 +76,30 @@ class CallGuard:
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler | None
              ) -> grpc.RpcMethodHandler | None:
-        if handler is None or handler.request_streaming:
-            return handler  # unknown methods, and reflection's stream: grpc's own handling
+        if handler is None:
+            return None  # unknown methods: grpc's own handling, and not counted
+        if handler.request_streaming:  # reflection's stream: grpc's own handling
+            return handler if self._observer is None else self._observed(method, handler)
+        request_class = _message_class(handler.request_deserializer)
         parse = _tolerant(handler.request_deserializer, method)
         if handler.response_streaming:
-            return _replaced(handler, request_deserializer=parse,
-                             unary_stream=self._wrap(handler.unary_stream, method, True))
+            return _replaced(handler, request_deserializer=parse, unary_stream=self._wrap(
+                handler.unary_stream, method, True, request_class))
         serialize = handler.response_serializer
         if getattr(handler.unary_unary, _RETURNS_BYTES, False):
             serialize = _passing_bytes(serialize)
         return _replaced(handler, request_deserializer=parse, response_serializer=serialize,
-                         unary_unary=self._wrap(handler.unary_unary, method, False))
+                         unary_unary=self._wrap(handler.unary_unary, method, False,
+                                                request_class))
 
-    def _wrap(self, behavior, method: str, streaming: bool):
+    def _observed(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
+            return _replaced(handler, stream_stream=self._observer.wrap(
+                method, "bidi_stream", handler.stream_stream))
+        return _replaced(handler, stream_unary=self._observer.wrap(
+            method, "client_stream", handler.stream_unary))
+
+    def _wrap(self, behavior, method: str, streaming: bool, request_class):
         def call(request, context, *rest):
             if isinstance(request, _Malformed):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
@@ -99,6 +115,9 @@ class CallGuard:
                 with self._count_lock:
                     self._running -= 1
 
+        if self._observer is not None:  # outermost: it sees the guard's statuses too
+            call = self._observer.wrap(method, "server_stream" if streaming else "unary", call,
+                                       request_class, bool(getattr(behavior, NON_BLOCKING, False)))
         for name in (NON_BLOCKING, THREAD_POOL):
             if hasattr(behavior, name):
                 setattr(call, name, getattr(behavior, name))
@@ -163,6 +182,12 @@ def _passing_bytes(serialize):
     def serializer(reply):
         return reply if type(reply) is bytes else serialize(reply)
     return serializer
+
+
+def _message_class(deserialize):
+    """The request message's class: generated code passes its `FromString` classmethod."""
+    owner = getattr(deserialize, "__self__", None)
+    return owner if isinstance(owner, type) else None
 
 
 def _tolerant(deserialize, method: str):

@@ -13,7 +13,8 @@ Lifecycle:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
 The other rooms of the server: guard.py wraps every handler (malformed requests, health's own
-threads, the count of running calls), health.py is grpc.health.v1 with a drain.
+threads, the count of running calls), health.py is grpc.health.v1 with a drain, observability/
+has the metrics endpoint, the access log and traces (each off unless configured).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from . import config as config_module
 from . import health
 from .auth import BearerTokenInterceptor
 from .config import Config, ConfigError
+from .events import QUIET
 from .guard import CallGuard, Registering
+from .observability import Observer, logs
 from .servicer import NetworkServicer
 from .store import ModelStore, open_store
 from .warmup import warm_up as default_warm_up
@@ -78,7 +81,13 @@ class ServerHandle:
     ready: threading.Event  # set once warmed up and loaded: SERVING
     warm_up: Callable[[], object]
     calls: CallGuard
+    observer: Observer | None = None  # metrics, access log, traces; None when all are off
     startup_error: BaseException | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of /metrics (None: metrics off)."""
+        return self.observer.metrics_port if self.observer is not None else None
 
     def start(self) -> ServerHandle:
         """Starts answering (health NOT_SERVING), then warms up and loads in the background."""
@@ -91,6 +100,7 @@ class ServerHandle:
             began = time.perf_counter()
             self.warm_up()
             warmed = time.perf_counter()
+            (self.observer or QUIET).warmed_up(warmed - began)
             report = self.store.open()
             _LOGGER.info("warm-up %.2f s; %d model(s) loaded from %s in %.2f s%s",
                          warmed - began, len(report.loaded), self.store.location,
@@ -119,6 +129,10 @@ class ServerHandle:
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(self.config.grace_seconds if grace is None else grace)
         self.health.end_watches()  # after stop(): a client's renewed Watch is refused
+        if self.observer is not None:  # /metrics answers until the last call has ended
+            observer = self.observer
+            threading.Thread(target=lambda: stopped.wait() and observer.close(),
+                             name="jitnet-observer-close", daemon=True).start()
         return stopped
 
     def wait_idle(self, timeout: float) -> bool:
@@ -136,8 +150,12 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
         *KEEPALIVE_OPTIONS,
     ]
+    store = open_store(config.data_dir, refresh_seconds=config.refresh_seconds)
+    observer = Observer.of(config, store)
+    if observer is not None:
+        store.events = observer
     calls = CallGuard(futures.ThreadPoolExecutor(max_workers=2,
-                                                 thread_name_prefix="jitnet-health"))
+                                                 thread_name_prefix="jitnet-health"), observer)
     # Only the optional token check is an interceptor: an interceptor runs on every call, ~5 us
     # of a one-sample Predict, so the guard wraps handlers once, as they are registered.
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else None
@@ -147,10 +165,9 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         maximum_concurrent_rpcs=lim.max_concurrent_calls)
     guarded = Registering(server, calls)
 
-    store = open_store(config.data_dir, refresh_seconds=config.refresh_seconds)
     ready = threading.Event()
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
-        NetworkServicer(store, lim, ready), guarded)
+        NetworkServicer(store, lim, ready, observer or QUIET), guarded)
     health_servicer = health.HealthServicer([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
     reflection.enable_server_reflection(
@@ -164,12 +181,20 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         port = server.add_insecure_port(config.address)
     if not port:
         raise RuntimeError(f"could not listen on {config.address}")
-    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up, calls)
+    if observer is not None and config.metrics_port is not None:
+        try:
+            observer.serve_metrics(config.host, config.metrics_port)
+        except OSError as exc:
+            server.stop(None)
+            raise RuntimeError(f"could not serve metrics on {config.host}:"
+                               f"{config.metrics_port}: {exc}") from None
+    return ServerHandle(server, port, config, store, health_servicer, ready, warm_up, calls,
+                        observer)
 
 
 def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> int:
     """Serves until SIGTERM or SIGINT, then drains. Returns the process exit code."""
-    _configure_logging(config.log_level)
+    logs.configure(config.log_level, config.log_format)
     try:
         handle = create_server(config, warm_up=warm_up)
     except (OSError, RuntimeError) as exc:
@@ -192,6 +217,11 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
     _LOGGER.info("listening on %s:%d (%s, data dir %s, %d workers, auth %s)", config.host,
                  handle.port, "TLS" if config.tls else "plaintext", handle.store.location,
                  config.workers, "bearer token" if config.auth_token else "off")
+    if handle.observer is not None:
+        _LOGGER.info("observability: metrics %s, access log %s, tracing %s",
+                     f"on http://{config.host}:{handle.metrics_port}/metrics"
+                     if handle.metrics_port is not None else "off",
+                     "on" if config.access_log else "off", "on" if config.tracing else "off")
     while not stop.wait(0.5):
         if handle.startup_error is not None:
             handle.drain(0).wait(5)
@@ -208,19 +238,14 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
         # atomic, so leaving now is as safe as a crash and leaves no partial model behind.
         _LOGGER.warning("calls cut at the grace are still computing; exiting without them")
         _LOGGER.info("stopped")
+        if handle.observer is not None:
+            handle.observer.close()
         logging.shutdown()
         os._exit(0)
+    if handle.observer is not None:
+        handle.observer.close()
     _LOGGER.info("stopped")
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

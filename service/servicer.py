@@ -11,6 +11,7 @@ from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
 from . import convert, errors, fastpath, limits, prediction, training
 from .config import Limits
+from .events import QUIET, Events
 from .guard import may_return_bytes
 from .model import Network
 from .status import mapped, stop_signal
@@ -21,8 +22,10 @@ MAX_PAGE_SIZE = 1000
 
 
 class NetworkServicer(pb_grpc.NetworkServiceServicer):
-    def __init__(self, store: ModelStore, limits_: Limits, ready: threading.Event):
+    def __init__(self, store: ModelStore, limits_: Limits, ready: threading.Event,
+                 events: Events = QUIET):
         self._store = store
+        self._events = events
         self._get_record = store.get
         self._limits = limits_
         self._ready = ready
@@ -95,7 +98,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         with self._store.lease(request.model_id) as lease:
             start = lease.record
             for progress in training.train(start.network, inputs, targets, options,
-                                           velocity=start.velocity, should_stop=should_stop):
+                                           velocity=start.velocity, should_stop=should_stop,
+                                           events=self._events):
                 # Commit before telling anyone: the version in the message is durable.
                 record = lease.commit(progress.params, progress.velocity, last_loss=progress.loss,
                                       epochs_trained=start.epochs_trained + progress.epoch,

@@ -16,6 +16,9 @@ keeps and tests/store/test_contract.py checks against each one:
     keeps serving; changing it needs a readable version;
   * another server's commit becomes visible here within the store's stated bound.
 
+Implementations also report to `events` (events.Events; the server sets it): each commit with
+the seconds it took, each lease refused (Busy), each failure of their own (STORE_FAILURES).
+
 Implementations: file_store.FileStore (one directory, the default). `open_store` picks one from
 a location.
 """
@@ -32,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .events import QUIET, Events
 from .model import Architecture, Network
 
 _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -120,6 +124,7 @@ class ModelStore(abc.ABC):
     """Committed versions of models, shared by every server that opens the same location."""
 
     location: str  # where the models are, for logs and messages
+    events: Events = QUIET  # who hears of commits, refused leases and failures (metrics, traces)
 
     @abc.abstractmethod
     def open(self) -> LoadReport:

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import kernels
 from .errors import Cancelled, Diverged, InvalidArgument
+from .events import QUIET, Events
 from .model import NO_ORDER, Network, as_matrix, check_learning_rate
 
 # A chunk (one kernel call between cancellation checks) aims at this many seconds.
@@ -67,9 +68,10 @@ class Progress:
 def train(net: Network, inputs, targets, options: TrainOptions,
           velocity: np.ndarray | None = None,
           should_stop: Callable[[], bool] = lambda: False,
-          clock: Callable[[], float] = time.monotonic) -> Iterator[Progress]:
+          clock: Callable[[], float] = time.monotonic,
+          events: Events = QUIET) -> Iterator[Progress]:
     """Trains a copy of net's parameters; yields Progress every report_every epochs (or about
-    once a second) and once at the end (done=True).
+    once a second) and once at the end (done=True). Each chunk is reported to `events`.
 
     Raises Diverged when an epoch's loss is non-finite (nothing after the last Progress is kept)
     and Cancelled when should_stop() turns true between chunks.
@@ -113,8 +115,10 @@ def train(net: Network, inputs, targets, options: TrainOptions,
         took = clock() - began
         done_epochs += ran
         loss = float(losses[ran - 1])
+        events.chunk_trained(ran, ran * n, took, loss)
         # The loss is measured before each update, so the last update can still overflow.
         if not np.isfinite(loss) or not np.isfinite(params).all():
+            events.diverged()
             what = f"the loss became {loss}" if not np.isfinite(loss) else "the weights overflowed"
             raise Diverged(f"{what} at epoch {done_epochs}; lower the learning rate (it was "
                            f"{options.learning_rate}). The model keeps its last committed weights")
