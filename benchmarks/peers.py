@@ -424,6 +424,11 @@ def _run_in(serve, workdir, env, venvs, procs, results, args) -> dict:
 # The report
 
 
+def _us(r: dict) -> float:
+    """Server CPU per completed call, in microseconds."""
+    return 1e6 * r["server_cpu"] / r["qps"] if r["qps"] else float("nan")
+
+
 def section(results: dict) -> str:
     cases = results["cases"]
     lines = [
@@ -454,7 +459,7 @@ def section(results: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name in SERVERS:
             r = case[name]
-            us = 1e6 * r["server_cpu"] / r["qps"] if r["qps"] else float("nan")
+            us = _us(r)
             lines.append(f"| {name} | {r['qps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
                          f"{r['errors']} | {us:,.0f} | {1e6 / us:,.0f} | "
                          f"{base['qps'] / r['qps']:.2f} |")
@@ -479,6 +484,18 @@ def section(results: dict) -> str:
         f"| jitnet >= {TARGETS['peer_100']:g}x the best peer's QPS per core, 100 rows | "
         f"{p100:.2f}x (best peer: {best100}, {hundred[best100]['qps']:,.0f}) | "
         f"{ok(p100 >= TARGETS['peer_100'])} |",
+        f"| (ceiling: the bare grpcio echo / the best peer, 1 row and 100 rows) | "
+        f"{one['echo']['qps'] / one[best1]['qps']:.2f}x and "
+        f"{hundred['echo']['qps'] / hundred[best100]['qps']:.2f}x | what any server on "
+        "grpcio's sync server could reach in this run |",
+        "",
+        f"By server CPU per call (steadier than QPS on a shared machine), jitnet V2 costs "
+        f"{_us(one['jitnet V2']):,.0f} us per 1-row call and {_us(hundred['jitnet V2']):,.0f} "
+        f"us per 100-row call, of which the echo's grpcio floor is {_us(one['echo']):,.0f} and "
+        f"{_us(hundred['echo']):,.0f} us; the best peer costs {_us(one[best1]):,.0f} and "
+        f"{_us(hundred[best100]):,.0f} us: "
+        f"{_us(one[best1]) / _us(one['jitnet V2']):.2f}x and "
+        f"{_us(hundred[best100]) / _us(hundred['jitnet V2']):.2f}x jitnet's.",
         "",
     ]
     cpu = [c[n]["server_cpu"] for c in (one, hundred) for n in SERVERS]
