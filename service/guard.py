@@ -4,7 +4,7 @@
   * health Check runs on a thread pool of its own, so probes answer while every worker trains;
   * running handlers are counted, so shutdown knows whether any outlived the grace;
   * a handler marked `may_return_bytes` may answer with its reply already encoded
-    (fastpath.py's one-sample Predict).
+    (fastpath.py's one-sample Predict and one-row ModelInfer).
 
 Wrapped once, not intercepted: an interceptor runs on every call (about 5 us of a one-sample
 Predict). `Registering` stands in for the server while the generated `add_*_to_server` functions
