@@ -151,6 +151,8 @@ ERRORS = {  # case -> (status, words the message must contain)
     "error_width": ("INVALID_ARGUMENT", ["63 columns", "64"]),
     "error_rank": ("INVALID_ARGUMENT", ["inputs[0].shape", "[1, 1, 64]"]),
     "error_two_inputs": ("INVALID_ARGUMENT", ["inputs has 2 tensors"]),
+    "error_both_forms": ("INVALID_ARGUMENT", ["both raw_input_contents and inputs[0].contents"]),
+    "error_no_data": ("INVALID_ARGUMENT", ["fp64_contents has 0 numbers"]),
     "error_input_name": ("INVALID_ARGUMENT", ["inputs[0].name", "input-0"]),
     "error_output_name": ("INVALID_ARGUMENT", ["outputs", "probabilities"]),
     "error_not_finite": ("INVALID_ARGUMENT", ["finite"]),

@@ -31,11 +31,24 @@ def _inputs(rows: np.ndarray, datatype: str, name: str = "input"):
     return [tensor]
 
 
-def _output(result, datatype: str) -> dict:
+def _both_forms(rows: np.ndarray):
+    """Raw bytes and typed contents at once: tritonclient's API never sends that, so the
+    typed values go into the tensor message it sends (InferInput._get_tensor())."""
+    inputs = _inputs(rows, "FP64")
+    inputs[0]._get_tensor().contents.fp64_contents.extend(rows.ravel().tolist())
+    return inputs
+
+
+def _no_data(rows: np.ndarray):
+    """An input with no raw buffer and no contents (no data set on it)."""
+    return [sync_grpc.InferInput("input", list(rows.shape), "FP64")]
+
+
+def _output(result) -> dict:
     array = result.as_numpy("output")
     return {"datatype": result.get_output("output").datatype, "shape": list(array.shape),
             "dtype": str(array.dtype), "hex": array.tobytes().hex(), "id": result.get_response().id,
-            "version": result.get_response().model_version, "asked": datatype}
+            "version": result.get_response().model_version}
 
 
 def _error(exc: InferenceServerException) -> dict:
@@ -75,6 +88,8 @@ def plan(cases: dict):
             model_name=model, inputs=_inputs(one.reshape(1, 1, width), "FP64"))),
         ("error_two_inputs", "infer", dict(
             model_name=model, inputs=_inputs(one, "FP64") + _inputs(one, "FP64", "input2"))),
+        ("error_both_forms", "infer", dict(model_name=model, inputs=_both_forms(one))),
+        ("error_no_data", "infer", dict(model_name=model, inputs=_no_data(one))),
         ("error_input_name", "infer", dict(
             model_name=model, inputs=_inputs(one, "FP64", "input-0"))),
         ("error_output_name", "infer", dict(
@@ -100,14 +115,14 @@ def plan(cases: dict):
     return calls
 
 
-def _kwargs(method: str, kwargs: dict) -> dict:
+def _kwargs(kwargs: dict) -> dict:
     # Every call has a deadline: client_timeout in the sync and the aio client alike.
     return {**kwargs, "client_timeout": TIMEOUT}
 
 
 def _record(results: dict, name: str, method: str, value) -> None:
     if method == "infer":
-        results[name] = {"ok": _output(value, "")}
+        results[name] = {"ok": _output(value)}
     elif hasattr(value, "ListFields"):  # a protobuf reply: its fields, by name
         from google.protobuf.json_format import MessageToDict
 
@@ -121,7 +136,7 @@ def run_sync(cases: dict) -> dict:
     with sync_grpc.InferenceServerClient(cases["target"]) as client:
         for name, method, kwargs in plan(cases):
             try:
-                _record(results, name, method, getattr(client, method)(**_kwargs(method, kwargs)))
+                _record(results, name, method, getattr(client, method)(**_kwargs(kwargs)))
             except InferenceServerException as exc:
                 results[name] = {"error": _error(exc)}
         results["stream"] = _sync_stream(client, cases)
@@ -166,7 +181,7 @@ async def run_aio(cases: dict) -> dict:
         for name, method, kwargs in plan(cases):
             try:
                 _record(results, name, method,
-                        await getattr(client, method)(**_kwargs(method, kwargs)))
+                        await getattr(client, method)(**_kwargs(kwargs)))
             except InferenceServerException as exc:
                 results[name] = {"error": _error(exc)}
         results["stream"] = await _aio_stream(client, cases)
