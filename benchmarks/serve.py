@@ -112,10 +112,32 @@ def _free_port() -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads) from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process (all threads) and of its live descendants, from /proc: a
+    server that answers in worker processes (MLServer's, benchmarks/peers.py) is all of them."""
+    total = 0.0
+    for one in _tree(pid):
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # ended between listing and reading
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and its live descendants (Linux: /proc/<pid>/task/<tid>/children)."""
+    found, todo = [], [pid]
+    while todo:
+        one = todo.pop()
+        found.append(one)
+        try:
+            for task in os.listdir(f"/proc/{one}/task"):
+                with open(f"/proc/{one}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
 
 
 def _wait_serving(port: int, proc: subprocess.Popen, timeout: float, interval: float = 0.01):
@@ -173,11 +195,12 @@ def start_jitnet(env: dict, workdir: pathlib.Path, workers: int, name: str,
 
 
 def start_echo(env: dict, workdir: pathlib.Path, workers: int, canned: pathlib.Path,
-               max_concurrent: int, max_message: int) -> tuple[Proc, int]:
+               max_concurrent: int, max_message: int, method: str = PREDICT
+               ) -> tuple[Proc, int]:
     port = _free_port()
     argv = [sys.executable, __file__, "_echo", "--port", str(port), "--workers", str(workers),
             "--canned", str(canned), "--max-concurrent", str(max_concurrent),
-            "--max-message", str(max_message)]
+            "--max-message", str(max_message), "--method", method]
     return Proc(argv, env, SERVER_CORE, workdir / "echo.log"), port
 
 
@@ -228,7 +251,8 @@ class BaselineTree:
 
 def echo_main(args) -> int:
     """A bare grpcio server: same thread pool and options as jitnet's, no interceptor, and a
-    generic handler that answers Predict with the canned reply for the request's size."""
+    generic handler that answers one method (Predict, or ModelInfer for benchmarks/peers.py)
+    with the canned reply for the request's size."""
     from concurrent import futures
 
     import grpc
@@ -245,9 +269,9 @@ def echo_main(args) -> int:
                  ("grpc.max_send_message_length", args.max_message),
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=args.max_concurrent)
+    service, method = args.method.strip("/").split("/")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "jitnet.v1.NetworkService",
-        {"Predict": grpc.unary_unary_rpc_method_handler(predict)}),))
+        service, {method: grpc.unary_unary_rpc_method_handler(predict)}),))
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()
     stop = threading.Event()
@@ -329,10 +353,10 @@ async def _closed_loop(args) -> dict:
 
 
 def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: int,
-               in_flight: int, seconds: float, warmup: float) -> dict:
+               in_flight: int, seconds: float, warmup: float, method: str = PREDICT) -> dict:
     argv = [sys.executable, __file__, "_client", "--target", target, "--request",
             str(request_file), "--in-flight", str(in_flight), "--seconds", str(seconds),
-            "--warmup", str(warmup), "--server-pid", str(server_pid), "--method", PREDICT]
+            "--warmup", str(warmup), "--server-pid", str(server_pid), "--method", method]
     out = subprocess.run(argv, env=env, capture_output=True, text=True,
                          timeout=seconds + warmup + 120, preexec_fn=pinned_to(CLIENT_CORE))
     if out.returncode != 0:
@@ -898,6 +922,7 @@ def _child(argv: list[str]) -> int:
         parser.add_argument("--port", type=int, required=True)
         parser.add_argument("--workers", type=int, required=True)
         parser.add_argument("--canned", required=True)
+        parser.add_argument("--method", default=PREDICT)
         parser.add_argument("--max-concurrent", type=int, required=True)
         parser.add_argument("--max-message", type=int, required=True)
         return echo_main(parser.parse_args(argv[1:]))

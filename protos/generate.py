@@ -1,7 +1,11 @@
-"""Regenerate the committed Python code for protos/jitnet/v1/jitnet.proto.
+"""Regenerate the committed Python code for every .proto under protos/jitnet.
 
-The directory path is the import path (jitnet/v1), so protoc's absolute imports
-(`from jitnet.v1 import jitnet_pb2`) work unchanged once installed. Run:
+  jitnet/v1/jitnet.proto                        jitnet's own API (jitnet.v1)
+  jitnet/inference/open_inference_grpc.proto    the Open Inference Protocol (package `inference`)
+
+The directory path is the import path (jitnet/v1, jitnet/inference), so protoc's absolute
+imports (`from jitnet.v1 import jitnet_pb2`) work unchanged once installed, and the protocol's
+generated module is jitnet.inference.open_inference_grpc_pb2, no top-level `inference`. Run:
 
     python protos/generate.py [--out DIR]
 """
@@ -11,7 +15,7 @@ import pathlib
 import sys
 
 PROTOS = pathlib.Path(__file__).resolve().parent
-SOURCES = ["jitnet/v1/jitnet.proto"]
+SOURCES = ["jitnet/v1/jitnet.proto", "jitnet/inference/open_inference_grpc.proto"]
 
 
 def generate(out_dir: pathlib.Path) -> None:

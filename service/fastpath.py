@@ -1,4 +1,6 @@
-"""Predict of one sample in raw form, the latency case, in one module.
+"""Predict of one sample in raw form, the latency case, in one module: for jitnet.v1's Predict
+(`predict_reply`) and for the Open Inference Protocol's ModelInfer (`infer_reply`), which share
+everything but the reply's frame.
 
 The network of a one-sample Predict takes about a microsecond; inside a busy server each numpy
 or protobuf C call costs several (docs/benchmarks.md, "Serving"). So this path makes none: the
@@ -6,11 +8,12 @@ request's bytes are copied into this thread's buffers for the model's current ve
 kernel runs through its compiled entry point, and the reply's bytes are written around the
 output buffer. What it cannot answer (another shape, an input that is not finite, a reply over
 the size limit, a big-endian host) it leaves to the general path, which answers or says what is
-wrong: the servicer calls `predict_reply` first and goes on when it returns None. Errors it does
-raise (an unknown model) are the ones the general path would raise for the same request.
+wrong: the servicer calls `predict_reply` (`infer_reply`) first and goes on when it returns
+None. Errors it does raise (an unknown model) are the ones the general path would raise for the
+same request.
 
-The one other place that knows of this path is guard.may_return_bytes: Predict's reply may be
-the bytes made here (and the metrics count such a reply as one row).
+The one other place that knows of this path is guard.may_return_bytes: Predict's and
+ModelInfer's replies may be the bytes made here (and the metrics count such a reply as one row).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
 from . import kernels
@@ -56,11 +60,47 @@ def predict_reply(get_record: Callable[[str], ModelRecord], request: pb.PredictR
     return reply if len(reply) <= max_reply_bytes else None
 
 
+def infer_reply(get_record: Callable[[str], ModelRecord], request: oip.ModelInferRequest,
+                max_reply_bytes: int) -> bytes | None:
+    """The encoded ModelInferResponse for a request of one raw FP64 row [1, n_in] into the
+    input 'input' (asking for 'output' or for nothing), or None for the general path. The
+    same buffers and kernel as predict_reply; only the reply's frame differs."""
+    inputs = request.inputs
+    if len(inputs) != 1 or len(request.raw_input_contents) != 1 or not _NATIVE_IS_WIRE:
+        return None
+    tensor = inputs[0]
+    dims = tensor.shape
+    if (len(dims) != 2 or dims[0] != 1 or tensor.datatype != "FP64" or tensor.name != "input"
+            or tensor.HasField("contents")):
+        return None
+    outputs = request.outputs
+    if len(outputs) > 1 or (outputs and outputs[0].name != "output"):
+        return None
+    model_id = request.model_name
+    record = get_record(model_id)
+    prepared = _prepared(model_id, record)
+    version = request.model_version
+    if version and version != prepared.version_text:
+        return None  # the general path names the version that is not there
+    raw = request.raw_input_contents[0]  # a copy per read: read once, and only for one row
+    if len(raw) != len(prepared.inputs) or len(raw) != 8 * dims[1]:
+        return None
+    prepared.inputs[:] = raw
+    if prepared.run():  # the count of inputs that are not finite
+        return None
+    request_id = request.id
+    reply = b"".join((prepared.infer_head, _string_field(3, request_id) if request_id else b"",
+                      prepared.infer_tail, prepared.outputs))
+    return reply if len(reply) <= max_reply_bytes else None
+
+
 class _Prepared:
     """One thread's buffers for one version of a model, the kernel bound to them, and the
-    reply's bytes around the outputs."""
+    replies' bytes around the outputs (jitnet.v1's PredictResponse, the protocol's
+    ModelInferResponse)."""
 
-    __slots__ = ("record", "inputs", "outputs", "run", "prefix", "suffix")
+    __slots__ = ("record", "inputs", "outputs", "run", "prefix", "suffix", "version_text",
+                 "infer_head", "infer_tail")
 
     def __init__(self, record: ModelRecord):
         arch = record.arch
@@ -75,6 +115,9 @@ class _Prepared:
         self.outputs = memoryview(outputs).cast("B")
         self.run = functools.partial(kernel, *args)
         self.prefix, self.suffix = _reply_frame(arch.layer_sizes[-1], record.version)
+        self.version_text = str(record.version)
+        self.infer_head, self.infer_tail = _infer_reply_frame(record.id, self.version_text,
+                                                              arch.layer_sizes[-1])
 
 
 class _PerThread(threading.local):
@@ -120,6 +163,27 @@ def _reply_frame(columns: int, version: int) -> tuple[bytes, bytes]:
     prefix = _key(1, 2) + _varint(len(tensor) + 8 * columns) + tensor  # .outputs = 1
     suffix = _key(2, 0) + _varint(version) if version else b""  # .model_version = 2
     return prefix, suffix
+
+
+def _infer_reply_frame(model_name: str, version: str, columns: int) -> tuple[bytes, bytes]:
+    """The bytes of ModelInferResponse{model_name, model_version, [id,] outputs:
+    [InferOutputTensor{name: "output", datatype: "FP64", shape: [1, columns]}],
+    raw_output_contents: [<8 x columns bytes>]} before the id (`head`) and between the id and
+    the outputs' bytes (`tail`), exactly as protobuf encodes them: fields in number order, the
+    outputs' bytes last (tests compare with SerializeToString)."""
+    head = _string_field(1, model_name) + _string_field(2, version)  # model_name, model_version
+    shape = _varint(1) + _varint(columns)
+    tensor = (_string_field(1, "output") + _string_field(2, "FP64")  # .name, .datatype
+              + _key(3, 2) + _varint(len(shape)) + shape)  # .shape, packed
+    tail = (_key(5, 2) + _varint(len(tensor)) + tensor  # .outputs = 5
+            + _key(6, 2) + _varint(8 * columns))  # .raw_output_contents = 6, then the outputs
+    return head, tail
+
+
+def _string_field(number: int, text: str) -> bytes:
+    """A string field; empty strings are not on the wire (proto3)."""
+    data = text.encode()
+    return _key(number, 2) + _varint(len(data)) + data if data else b""
 
 
 def _key(number: int, wire_type: int) -> bytes:

@@ -10,9 +10,20 @@ from typing import Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
+from . import errors
+
 SERVICE_NAME = health.SERVICE_NAME
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_WHOLE_SERVER = health_pb2.HealthCheckRequest(service="")
+
+
+def check_ready(ready: threading.Event) -> None:
+    """Before the work of any RPC that needs the kernels and the models (every protocol):
+    UNAVAILABLE while the server is still starting."""
+    if not ready.is_set():
+        raise errors.Unavailable("the server is starting (compiling kernels, loading models); "
+                                 "retry in a moment")
 
 
 class HealthServicer(health.HealthServicer):
@@ -49,6 +60,12 @@ class HealthServicer(health.HealthServicer):
         if already_ended:
             send(None)
         return result
+
+    def is_serving(self) -> bool:
+        """Whether a probe's Check of the server as a whole ("") answers SERVING right now:
+        asked of Check itself, so that other protocols' readiness (the Open Inference
+        Protocol's ServerReady) can never disagree with grpc.health.v1."""
+        return self.Check(_WHOLE_SERVER, None).status == SERVING
 
     def serve(self) -> None:
         """SERVING for the server and every service (ignored once draining has begun)."""

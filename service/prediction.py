@@ -14,6 +14,7 @@ import numpy as np
 
 from . import limits
 from .config import Limits
+from .errors import NotFound
 from .store import ModelRecord
 
 
@@ -27,14 +28,26 @@ class Prediction(NamedTuple):
 
 
 def predict(get_record: Callable[[str], ModelRecord], limits_: Limits, model_id: str,
-            rows: int, decode: Callable[[], np.ndarray]) -> Prediction:
+            rows: int, decode: Callable[[], np.ndarray], version: int | None = None
+            ) -> Prediction:
     """Outputs of the model's newest committed version. `get_record` is the store's get;
     `decode` returns the inputs as a float64 [rows, n_in] (or [n_in]) array, raising
-    InvalidArgument for a malformed tensor; the model checks their width and finiteness."""
+    InvalidArgument for a malformed tensor; the model checks their width and finiteness.
+    `version`: when given, the caller asked for exactly that version (NotFound if it is not
+    the one served)."""
     limits.check_rows(limits_, rows, "inputs")
     inputs = decode()
     record = get_record(model_id)
+    require_version(record, version)
     rows = inputs.shape[0] if inputs.ndim == 2 else 1
     # Refused before the outputs are allocated, whatever the row limit allows.
     limits.check_outputs_reply(limits_, rows, record.arch.layer_sizes[-1])
     return Prediction(record.network.predict(inputs), record)
+
+
+def require_version(record: ModelRecord, version: int | None) -> None:
+    """A store serves each model's newest committed version only: a request for another one
+    names a version that is not there."""
+    if version is not None and version != record.version:
+        raise NotFound(f"model '{record.id}' has no version {version} to serve: it serves its "
+                       f"current version, {record.version} (leave the version empty for it)")

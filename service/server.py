@@ -35,6 +35,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jitnet.inference import open_inference_grpc_pb2_grpc
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc
 
 from . import config as config_module
@@ -44,6 +45,8 @@ from .config import Config, ConfigError
 from .events import QUIET
 from .guard import CallGuard, Registering
 from .observability import Observer, logs
+from .inference_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
+from .inference_servicer import InferenceServicer
 from .servicer import NetworkServicer
 from .store import ModelStore, open_store
 from .warmup import warm_up as default_warm_up
@@ -166,12 +169,17 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
     guarded = Registering(server, calls)
 
     ready = threading.Event()
+    # Both protocols on one port, through the same guard, the same store and limits, and the
+    # same readiness: jitnet.v1 and the Open Inference Protocol (inference_servicer.py).
+    health_servicer = health.HealthServicer([SERVICE_NAME, INFERENCE_SERVICE_NAME])
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(store, lim, ready, observer or QUIET), guarded)
-    health_servicer = health.HealthServicer([SERVICE_NAME])
+    open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(store, lim, ready, health_servicer.is_serving), guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), guarded)
+        (SERVICE_NAME, INFERENCE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        guarded)
 
     if config.tls:
         with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
@@ -250,7 +258,8 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jitnet.service.server",
-                                     description="Serve jitnet's NetworkService.")
+                                     description="Serve jitnet's NetworkService and the "
+                                                 "Open Inference Protocol.")
     config_module.add_arguments(parser)
     try:
         config = Config.from_namespace(parser.parse_args(argv))

@@ -9,10 +9,11 @@ import threading
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
-from . import convert, errors, fastpath, limits, prediction, training
+from . import convert, fastpath, limits, prediction, training
 from .config import Limits
 from .events import QUIET, Events
 from .guard import may_return_bytes
+from .health import check_ready
 from .model import Network
 from .status import mapped, stop_signal
 from .store import ModelStore, new_id, validate_id
@@ -31,9 +32,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self._ready = ready
 
     def _check_ready(self) -> None:
-        if not self._ready.is_set():
-            raise errors.Unavailable("the server is starting (compiling kernels, loading "
-                                     "models); retry in a moment")
+        check_ready(self._ready)
 
     @mapped
     def CreateModel(self, request, context):

@@ -8,7 +8,8 @@ compiled code from disk in well under a second or two.
 Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read-only flag), so
 warm-up makes the servicers' own calls with the very array types they pass: a store record
 (read-only parameters and velocity) through the prediction entry (prediction.py) and the
-one-sample fast path (fastpath.py), `record.network.step` and `training.train`; tensors
+one-sample fast paths (fastpath.py, both protocols), the Open Inference Protocol's decoding
+(inference_convert.py, FP64 and FP32, raw and typed), `record.network.step` and `training.train`; tensors
 decoded by convert.py (whichever wire form; Predict's as read-only views); Step's repeated
 fields; Train with and without shuffling and momentum, batch 1 and a batch big enough for the
 BLAS paths; Predict with row counts going up and down. Nothing here touches disk.
@@ -23,9 +24,10 @@ import time
 
 import numpy as np
 
+from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
-from . import convert, fastpath, prediction, training
+from . import convert, fastpath, inference_convert, prediction, training
 from .config import Limits
 from .model import Activation, Architecture, GradientMode, Init, initial_parameters
 from .store import ModelRecord
@@ -57,6 +59,24 @@ def _predict(record: ModelRecord, inputs: np.ndarray, raw: bool) -> None:
     if fastpath.predict_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
         prediction.predict(lambda _: record, _LIMITS, record.id, inputs.shape[0],
                            lambda: _decoded(inputs, raw, read_only=True))
+    for datatype, wire in (("FP64", "<f8"), ("FP32", "<f4")):
+        _infer(record, inputs, datatype, wire, raw)
+
+
+def _infer(record: ModelRecord, inputs: np.ndarray, datatype: str, wire: str, raw: bool) -> None:
+    """ModelInfer as its servicer runs it: the fast path first, then the prediction entry."""
+    tensor = oip.ModelInferRequest.InferInputTensor(name=inference_convert.INPUT,
+                                                    datatype=datatype, shape=inputs.shape)
+    request = oip.ModelInferRequest(model_name=record.id, inputs=[tensor])
+    if raw:
+        request.raw_input_contents.append(inputs.astype(wire).tobytes())
+    else:
+        getattr(request.inputs[0].contents, inference_convert.CONTENTS[datatype]).extend(
+            inputs.ravel().tolist())
+    if fastpath.infer_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
+        inp = inference_convert.infer_input(request)
+        prediction.predict(lambda _: record, _LIMITS, record.id, inp.rows,
+                           lambda: inference_convert.decode(inp))
 
 
 def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,

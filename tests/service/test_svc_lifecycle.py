@@ -71,7 +71,8 @@ def test_reflection_lists_the_services(server):
     )
 
     db = ProtoReflectionDescriptorDatabase(server.channel)
-    assert set(db.get_services()) == {SERVICE, "grpc.health.v1.Health",
+    assert set(db.get_services()) == {SERVICE, "inference.GRPCInferenceService",
+                                      "grpc.health.v1.Health",
                                       "grpc.reflection.v1alpha.ServerReflection"}
     methods = {m.name for m in DescriptorPool(db).FindServiceByName(SERVICE).methods}
     assert methods == {"CreateModel", "GetModel", "ListModels", "DeleteModel", "Train", "Step",
