@@ -726,19 +726,23 @@ def finite_differences(numeric, params, z, a, e, d, t, layout, kinds, first, end
     for the one sample whose input sits in a[:n_in] and target in t: two forward passes per
     parameter, with the loss training uses (output_loss_and_delta; its e and d are scratch
     here). The divisor is the step actually taken, (p + h) - (p - h) as rounded, not 2h. Each
-    parameter is put back exactly as it was."""
+    parameter is put back exactly as it was. One loop over both passes of every parameter, so
+    that the forward pass and the loss are compiled in once (each is a good part of a cold
+    compile)."""
     hidden, output, loss, mode = kinds[0], kinds[1], kinds[2], kinds[3]
-    for k in range(first, end):
+    up = 0.0
+    for n in range(2 * first, 2 * end):
+        k = n // 2
         keep = params[k]
-        up_at, down_at = keep + h, keep - h
-        params[k] = up_at
+        params[k] = keep + h if n % 2 == 0 else keep - h
         forward(z, a, params, layout, 1, hidden, output)
-        up = output_loss_and_delta(e, d, z, a, t, layout, 1, output, loss, mode)
-        params[k] = down_at
-        forward(z, a, params, layout, 1, hidden, output)
-        down = output_loss_and_delta(e, d, z, a, t, layout, 1, output, loss, mode)
-        params[k] = keep
-        numeric[k] = (down - up) / (up_at - down_at)
+        value = output_loss_and_delta(e, d, z, a, t, layout, 1, output, loss, mode)
+        if n % 2 == 0:
+            up = value
+            params[k] = keep
+        else:
+            numeric[k] = (value - up) / ((keep + h) - (keep - h))
+            params[k] = keep
 
 
 @njit(**JIT)
