@@ -51,10 +51,11 @@ class MissingDependency(ImportError):
 
 
 def picture_format(path) -> str:
-    """'svg' or 'png', from the file name; ValueError for anything else."""
+    """'png' for a name ending in .png, else 'svg' (.svg or no suffix); ValueError for another
+    suffix (a .pdf asked for should not silently become an SVG)."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix in (".svg", ".png"):
-        return suffix[1:]
+    if suffix in ("", ".svg", ".png"):
+        return suffix[1:] or "svg"
     raise ValueError(f"{os.fspath(path)}: a picture is written as .svg or .png; "
                      "name the file so")
 

@@ -281,6 +281,7 @@ def test_a_png_of_the_drawing_has_real_content(client, model_id, tmp_path):
 
 def test_picture_formats():
     assert draw.picture_format("a/b.svg") == "svg" and draw.picture_format("X.PNG") == "png"
+    assert draw.picture_format("step") == "svg"  # SVG by default
     with pytest.raises(ValueError, match=r"\.svg or \.png"):
         draw.picture_format("step.pdf")
 
