@@ -112,12 +112,15 @@ def _show(client: Client, args) -> int:
         right += ok
         print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")
     print()
+    if right == len(outputs):
+        print("   All four on the right side of 0.5.")
+        print()
     _pictures(client, xor.id, data, history, step_picture, args)
     if right != len(outputs):
         print(f"error: only {right} of {len(outputs)} XOR outputs are on the right side of 0.5",
               file=sys.stderr)
         return 1
-    print("   All four on the right side of 0.5. Stopping the server.")
+    print("Stopping the server.")
     return 0
 
 
