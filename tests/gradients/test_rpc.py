@@ -242,3 +242,11 @@ def test_nothing_compiles_after_warm_up(make_server):
         stub.CheckGradients(pb.CheckGradientsRequest(model_id=model_id, input=[0.3] * n_in,
                                                      target=[0.5] * n_out), timeout=TIMEOUT)
     assert specialisations() == before
+
+
+def test_request_bytes_that_do_not_parse_are_invalid_argument(server):
+    call = server.channel.unary_unary("/jitnet.v1.NetworkService/CheckGradients")
+    for data in (b"\xff\xff\xff", b"\x00", b"\x0a\x05ab"):
+        exc = error_of(lambda: call(data, timeout=TIMEOUT))
+        assert exc.code() == C.INVALID_ARGUMENT
+        assert "the CheckGradients request does not parse" in exc.details()
