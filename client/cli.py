@@ -6,7 +6,9 @@
     jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --target-loss 0.001
     jitnet predict xor --input 0,1 --input 1,1
     jitnet create --article --id article
-    jitnet step article --input 0,1 --expect 1 --learning-rate 0.001 --explain
+    jitnet step article --input 0,1 --expect 1 --learning-rate 0.001 --explain --draw step.svg
+    jitnet step article --input 0,1 --expect 1 --check-gradients
+    jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --plot train.svg
     jitnet models list | show ID [--weights] | delete ID
     jitnet health                                  # exit 0 iff SERVING
 
@@ -18,11 +20,13 @@ Errors print one line to stderr, `error: NOT_FOUND: model 'm1' not found`, and t
 says what kind (client/errors.py has the table): 2 a bad argument or INVALID_ARGUMENT, 3
 NOT_FOUND, 4 ALREADY_EXISTS, 5 ABORTED, 6 FAILED_PRECONDITION, 7 RESOURCE_EXHAUSTED,
 8 UNAVAILABLE, 9 DEADLINE_EXCEEDED, 10 CANCELLED, 11 UNAUTHENTICATED, 12 INTERNAL, 1 anything
-else (and `health` when the server answers but is not SERVING), 130 Ctrl-C.
+else (`health` when the server answers but is not SERVING; an optional package a picture needs,
+`pip install 'jitnet[plot]'`), 130 Ctrl-C.
 
 Only `serve` and `demo` import the server (and with it numba); every other command stays light.
-This module holds the command table and the commands; the demo is in demo.py, the progress bar
-of train and demo in progress.py.
+matplotlib (and cairosvg, for a .png drawing) are imported only by --plot, --draw FILE.png and
+the demo's training plot. This module holds the command table and the commands; the demo is in
+demo.py, the progress bar of train and demo in progress.py, pictures in draw.py and plot.py.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import datasets, demo, explain
+from . import datasets, demo, draw, explain, plot
 from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
 from .errors import JitnetError
 from .progress import ProgressBar, train_with_progress, trained_line
@@ -158,6 +162,9 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     p = command("demo", "start a server in-process, explain the article's step, train XOR",
                 connection=False)
     p.add_argument("--data-dir", help="keep the models here (default: a temporary directory)")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="write the pictures (the step drawn, the XOR training plotted) here "
+                        "(default: the current directory)")
     p.add_argument("--epochs", type=int, default=5000, help="most XOR epochs (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=demo.run)
@@ -200,6 +207,10 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--report-every", type=int, default=0,
                    help="epochs between progress reports (default 0: about once a second)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plot", metavar="FILE",
+                   help="plot the loss per reported epoch and, for two inputs, the decision "
+                        "surface, to FILE.svg or FILE.png (needs pip install 'jitnet[plot]'; "
+                        f"without --report-every, about {plot.PLOT_POINTS} reports)")
     p.set_defaults(func=_cmd_train)
 
     p = command("predict", "run a model forward")
@@ -215,10 +226,19 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--expect", type=_floats, required=True, metavar="T1,...",
                    help="the target output for this input (the article's `target`; --target is "
                         "the server's address)")
-    p.add_argument("--learning-rate", "--lr", type=_positive(float), required=True)
+    p.add_argument("--learning-rate", "--lr", type=_positive(float),
+                   help="the step's learning rate (needed unless --check-gradients alone)")
     p.add_argument("--dry-run", action="store_true", help="compute and show, keep the weights")
     p.add_argument("--explain", action="store_true",
                    help="write out the arithmetic line by line, as the article does")
+    p.add_argument("--draw", metavar="FILE",
+                   help="draw the step, the network with every number, to FILE.svg or FILE.png "
+                        "(.png needs pip install 'jitnet[plot]')")
+    p.add_argument("--check-gradients", action="store_true",
+                   help="first compare the engine's gradient for this sample with central "
+                        "finite differences (changes nothing); alone without --learning-rate")
+    p.add_argument("--epsilon", type=_positive(float), default=0.0,
+                   help="the finite differences' step (default: the server's, 1e-4)")
     p.set_defaults(func=_cmd_step)
 
     p = command("models", "list, show or delete models")
@@ -258,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), e.exit_code)
     except datasets.DataError as e:
         return _fail(str(e), EXIT_USAGE)
+    except draw.MissingDependency as e:
+        return _fail(str(e), 1)
     except OSError as e:
         return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
     except KeyboardInterrupt:
@@ -348,17 +370,40 @@ def _load_data(args, *, targets_required: bool) -> datasets.DataSet:
     return data
 
 
+def _picture_path(path: str, require) -> None:
+    """Before any work: a name ending in .svg or .png, an existing folder, and (require) the
+    optional packages its format needs."""
+    try:
+        kind = draw.picture_format(path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{path}: the folder {folder} does not exist")
+    require(kind)
+
+
 def _cmd_train(args) -> int:
     data = _load_data(args, targets_required=True)
+    report_every = args.report_every
+    if args.plot:
+        _picture_path(args.plot, lambda kind: plot.require())
+        report_every = report_every or plot.report_every(args.epochs)
     bar = ProgressBar(args.epochs, enabled=not args.no_progress)
+    history: list = []
     with _client(args) as client:
-        last = train_with_progress(client, args.model, data, bar, epochs=args.epochs,
-                                   learning_rate=args.learning_rate,
+        last = train_with_progress(client, args.model, data, bar, history=history,
+                                   epochs=args.epochs, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, momentum=args.momentum,
                                    shuffle=args.shuffle, seed=args.seed,
-                                   target_loss=args.target_loss,
-                                   report_every=args.report_every)
-    print(trained_line(args.model, last, args.target_loss))
+                                   target_loss=args.target_loss, report_every=report_every)
+        print(trained_line(args.model, last, args.target_loss))
+        if args.plot and history:
+            plot.write_training_plot(
+                args.plot, history, data.inputs, data.targets,
+                predict=lambda points: client.predict(args.model, points),
+                title=f"model '{args.model}' trained on {data.name}")
+            print(f"plotted the training in {args.plot}")
     return 0
 
 
@@ -386,11 +431,28 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_step(args) -> int:
+    if args.learning_rate is None and not args.check_gradients:
+        raise UsageError("--learning-rate is required (the article uses 0.001), unless "
+                         "--check-gradients alone")
+    if args.draw:
+        if args.learning_rate is None:
+            raise UsageError("--draw draws a step: give its --learning-rate")
+        _picture_path(args.draw, lambda kind: draw.require_png() if kind == "png" else None)
     with _client(args) as client:
         model = client.get_model(args.model)
+        if args.check_gradients:
+            check = client.check_gradients(args.model, args.input, args.expect,
+                                           epsilon=args.epsilon)
+            print(explain.gradient_table(check, model))
+            if args.learning_rate is None:
+                return 0
+            print()
         trace = client.step(args.model, args.input, args.expect, args.learning_rate,
                             dry_run=args.dry_run)
     print(explain.explain(trace, model) if args.explain else explain.table(trace))
+    if args.draw:
+        draw.write_step_drawing(args.draw, trace, model)
+        print(f"drew the step in {args.draw}")
     return 0
 
 

@@ -1,20 +1,29 @@
-"""`jitnet demo`: a server in this process, the article's step explained, then XOR trained.
+"""`jitnet demo`: a server in this process, the article's step explained, then XOR trained;
+at the end the step drawn and the training plotted, in the current directory or --out.
 
 The server (and with it numba) is imported only when the demo runs, so that importing this
-module, as cli.py does, stays light.
+module, as cli.py does, stays light; matplotlib only for the training plot, which is left out
+(with a note saying what to install) when matplotlib is not there.
+
+The pictures are the README's (docs/images/): `jitnet demo --out docs/images` makes them, the
+same bytes every time (tests/pictures/test_readme_images.py fails when they drift).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 
-from . import datasets, explain
+from . import datasets, draw, explain, plot
 from .client import DEFAULT_TIMEOUT, Client
 from .errors import AlreadyExists, JitnetError
 from .progress import ProgressBar, train_with_progress, trained_line
 from .results import Model
+
+STEP_PICTURE = "article-step.svg"
+TRAINING_PICTURE = "xor-training.svg"
 
 
 def run(args) -> int:
@@ -67,7 +76,8 @@ def _create_fresh(client: Client, model_id: str, sizes, **kwargs) -> Model:
 
 
 def _show(client: Client, args) -> int:
-    """1. the article's step explained (a dry run), 2. XOR trained and checked."""
+    """1. the article's step explained (a dry run), 2. XOR trained and checked, 3. both
+    pictured."""
     net = datasets.article()
     article = _create_fresh(client, "article", net.layer_sizes, layers=net.layers,
                             **net.architecture)
@@ -78,6 +88,9 @@ def _show(client: Client, args) -> int:
     trace = client.step(article.id, [0, 1], [1], 0.001, dry_run=True)
     print("\n".join("   " + line if line else "" for line in
                     explain.explain(trace, article).splitlines()))
+    os.makedirs(args.out, exist_ok=True)
+    step_picture = os.path.join(args.out, STEP_PICTURE)
+    draw.write_step_drawing(step_picture, trace, article)
 
     print()
     print("2. XOR: a fresh 2-4-1 with biases, U[0, 1) weights (seed 0), learning rate 0.5,")
@@ -85,8 +98,10 @@ def _show(client: Client, args) -> int:
     xor = _create_fresh(client, "xor", [2, 4, 1], init="uniform", seed=0)
     data = datasets.xor()
     bar = ProgressBar(args.epochs, enabled=not args.no_progress)
-    last = train_with_progress(client, xor.id, data, bar, epochs=args.epochs,
-                               learning_rate=0.5, target_loss=0.001)
+    history: list = []
+    last = train_with_progress(client, xor.id, data, bar, history=history, epochs=args.epochs,
+                               learning_rate=0.5, target_loss=0.001,
+                               report_every=plot.report_every(args.epochs))
     print("   " + trained_line(xor.id, last, 0.001))
     outputs = client.predict(xor.id, data.inputs)
     print()
@@ -97,9 +112,31 @@ def _show(client: Client, args) -> int:
         right += ok
         print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")
     print()
+    if right == len(outputs):
+        print("   All four on the right side of 0.5.")
+        print()
+    _pictures(client, xor.id, data, history, step_picture, args)
     if right != len(outputs):
         print(f"error: only {right} of {len(outputs)} XOR outputs are on the right side of 0.5",
               file=sys.stderr)
         return 1
-    print("   All four on the right side of 0.5. Stopping the server.")
+    print("Stopping the server.")
     return 0
+
+
+def _pictures(client: Client, model_id: str, data: datasets.DataSet, history: list,
+              step_picture: str, args) -> None:
+    """3. The XOR training plotted beside the step drawn; says where both went."""
+    training_picture = os.path.join(args.out, TRAINING_PICTURE)
+    try:
+        plot.write_training_plot(training_picture, history, data.inputs, data.targets,
+                                 predict=lambda points: client.predict(model_id, points),
+                                 title="XOR: a 2-4-1 network learning it (U[0, 1) weights, "
+                                       "seed 0, learning rate 0.5)")
+    except draw.MissingDependency as e:
+        print(f"3. The article's step, drawn: {step_picture}")
+        print(f"   The XOR training plot is left out: {e}", file=sys.stderr)
+    else:
+        print(f"3. Pictures: the article's step, drawn: {step_picture}")
+        print(f"   XOR's loss and decision surface: {training_picture}")
+    print()

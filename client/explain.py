@@ -1,4 +1,5 @@
-"""A Step's arithmetic written out line by line, as the article does it, or as a compact table.
+"""A Step's arithmetic written out line by line, as the article does it, or as a compact table;
+and a gradient check as a short table (gradient_table).
 
     net1_h = 0 * 0.2 + 1 * 0.6 = 0.6
     output1_h = f(net1_h) = f(0.6) = 0.645656
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 
-from .results import Model, StepTrace
+from .results import GradientCheck, Model, StepTrace
 
 _F = {  # f(x), as the legend shows it
     "sigmoid": "1 / (1 + exp(-x))",
@@ -53,6 +54,12 @@ def fmt(x: float, digits: int = 6) -> str:
     if x == 0.0:
         return "0"
     return f"{x:.{digits}g}"
+
+
+def short_vector(values, most: int = 8) -> str:
+    """(0, 1) for a short vector; the first `most` values and the count for a long one."""
+    shown = ", ".join(fmt(v) for v in values[:most])
+    return f"({shown})" if len(values) <= most else f"({shown}, ... {len(values)} values)"
 
 
 def _operand(x: float) -> str:
@@ -285,3 +292,69 @@ def table(trace: StepTrace) -> str:
     state = ("dry run, weights unchanged" if trace.dry_run else "weights updated")
     lines.append(f"loss {fmt(trace.loss)}; {state}; model version {trace.version}")
     return "\n".join(lines)
+
+
+# Below this, EXACT gradients count as agreeing with the finite differences: the proto's
+# relative error is about 1e-6 or less for a correct backward pass (CheckGradientsResponse).
+AGREES = 1e-4
+# A gradient check lists every parameter when the model has at most this many.
+MAX_LISTED = 24
+
+
+def gradient_table(check: GradientCheck, model: Model) -> str:
+    """A gradient check as a short table: every parameter of a small model, then one row per
+    layer with its largest relative error and where it is, and what the largest one means."""
+    n = len(check.layers)
+    tags = ["h" if n == 2 else f"h{k + 1}" for k in range(n - 1)] + ["o"]
+    entries = []  # (layer, name, analytic, numeric, relative error)
+    for k, layer in enumerate(check.layers):
+        for (j, i), a in np.ndenumerate(layer.weights):
+            entries.append((k, f"w_{tags[k]}[{j + 1},{i + 1}]", a, layer.numeric_weights[j, i]))
+        if layer.biases is not None:
+            for j, a in enumerate(layer.biases):
+                entries.append((k, f"b_{tags[k]}[{j + 1}]", a, layer.numeric_biases[j]))
+    entries = [(k, name, float(a), float(num), _relative_error(a, num))
+               for k, name, a, num in entries]
+
+    lines = [f"Gradient check on model '{check.model_id}' ({model.describe()}), version "
+             f"{check.version}",
+             f"input = {short_vector(check.input)}, target = {short_vector(check.target)}, "
+             f"loss = {fmt(check.loss)}",
+             "analytic: the engine's backward pass; numeric: -(loss(p + h) - loss(p - h)) / 2h "
+             f"with h = {fmt(check.epsilon)}",
+             "both are -dLoss/dp, the direction a Step moves p in (times the learning rate)",
+             ""]
+    rows = []
+    if len(entries) <= MAX_LISTED:
+        rows.append(("parameter", "analytic", "numeric", "rel. error"))
+        rows += [(name, fmt(a), fmt(num), fmt(err, 3)) for _, name, a, num, err in entries]
+        rows.append(("", "", "", ""))
+    rows.append(("layer", "parameters", "max rel. error", "worst parameter"))
+    for k, layer in enumerate(check.layers):
+        mine = [e for e in entries if e[0] == k]
+        _, name, a, num, err = max(mine, key=lambda e: e[4])
+        rows.append((tags[k], str(len(mine)), fmt(layer.max_relative_error, 3),
+                     f"{name}: analytic {fmt(a)}, numeric {fmt(num)}"))
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    for r in rows:
+        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]), r[3]]
+        lines.append("  ".join(cells).rstrip())
+    worst = check.max_relative_error
+    lines.append("")
+    if model.gradient_mode == "article":
+        lines.append(f"largest relative error {fmt(worst, 3)}: ARTICLE gradients apply the "
+                     "derivative formula to the output y instead of the net input, and this is "
+                     "how far that is from the true gradient (EXACT mode follows it)")
+    elif worst <= AGREES:
+        lines.append(f"largest relative error {fmt(worst, 3)}: the backward pass agrees with "
+                     "the finite differences")
+    else:
+        lines.append(f"largest relative error {fmt(worst, 3)}: more than the finite "
+                     "differences' own error (about 1e-6). A relu neuron whose net input is "
+                     "within h of 0 (its kink) does this; otherwise try a smaller --epsilon")
+    return "\n".join(lines)
+
+
+def _relative_error(analytic: float, numeric: float) -> float:
+    """As the server computes it (CheckGradientsResponse): |a - n| / max(|a|, |n|, 1e-6)."""
+    return abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-6)

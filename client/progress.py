@@ -51,13 +51,16 @@ class ProgressBar:
 
 
 def train_with_progress(client: Client, model_id: str, data: DataSet, bar: ProgressBar,
-                        **options) -> Progress | None:
-    """Trains with `bar` showing the progress; the last Progress, or None if none came."""
+                        history: list | None = None, **options) -> Progress | None:
+    """Trains with `bar` showing the progress; the last Progress, or None if none came.
+    Every Progress is appended to `history` when one is given (for a training plot)."""
     last = None
     progress = client.train(model_id, data.inputs, data.targets, **options)
     try:
         for last in progress:
             bar.update(last)
+            if history is not None:
+                history.append(last)
     finally:
         progress.close()  # on Ctrl-C: cancels the call; the model keeps its last commit
         bar.close()

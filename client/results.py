@@ -86,3 +86,30 @@ class StepTrace:
     layers: tuple[LayerStep, ...]
     loss: float
     version: int  # the committed version after the step (the current one for a dry run)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerGradients:
+    """One layer's gradient check. Every value is in the sign of Step's update, the descent
+    direction (minus dLoss/dw): a Step moves W by learning_rate * weights."""
+
+    weights: np.ndarray  # the engine's backward pass, [fan_out, fan_in]: delta_j * input_i
+    biases: np.ndarray | None  # delta_j
+    numeric_weights: np.ndarray  # central finite differences of the loss, same sign
+    numeric_biases: np.ndarray | None
+    max_relative_error: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientCheck:
+    """CheckGradients for one sample: the relative error of a parameter is
+    |analytic - numeric| / max(|analytic|, |numeric|, 1e-6)."""
+
+    model_id: str
+    input: np.ndarray
+    target: np.ndarray
+    layers: tuple[LayerGradients, ...]
+    loss: float  # the sample's loss at the weights checked
+    max_relative_error: float
+    epsilon: float  # the finite difference's step
+    version: int  # the model version whose weights were checked

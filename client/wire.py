@@ -19,7 +19,7 @@ import numpy as np
 from jitnet.v1 import jitnet_pb2 as pb
 
 from .errors import InvalidArgument, JitnetError
-from .results import LayerStep, Model, Progress, StepTrace
+from .results import GradientCheck, LayerGradients, LayerStep, Model, Progress, StepTrace
 
 # --- enums: accept "sigmoid", "SIGMOID", "ACTIVATION_SIGMOID" or 1 ---------------------------
 
@@ -196,6 +196,12 @@ def step_request(model_id, input, target, learning_rate, dry_run) -> pb.StepRequ
                           dry_run=bool(dry_run))
 
 
+def check_gradients_request(model_id, input, target, epsilon) -> pb.CheckGradientsRequest:
+    return pb.CheckGradientsRequest(model_id=model_id, input=_vector(input, "input"),
+                                    target=_vector(target, "target"),
+                                    epsilon=float(epsilon or 0.0))
+
+
 # --- replies ---------------------------------------------------------------------------------
 
 def predict_outputs(reply: pb.PredictResponse, single: bool, with_version: bool):
@@ -254,3 +260,15 @@ def step_trace_from_proto(reply: pb.StepResponse, request: pb.StepRequest) -> St
 def progress_from_proto(msg: pb.TrainResponse, epochs: int) -> Progress:
     return Progress(msg.epoch, epochs, msg.loss, msg.iterations, msg.elapsed_seconds,
                     msg.model_version, msg.done)
+
+
+def gradient_check_from_proto(reply: pb.CheckGradientsResponse,
+                              request: pb.CheckGradientsRequest) -> GradientCheck:
+    layers = []
+    for k, lg in enumerate(reply.layers):
+        w, b = _layer_arrays(lg.analytic, k)
+        nw, nb = _layer_arrays(lg.numeric, k)
+        layers.append(LayerGradients(w, b, nw, nb, lg.max_relative_error))
+    return GradientCheck(request.model_id, np.array(request.input), np.array(request.target),
+                         tuple(layers), reply.loss, reply.max_relative_error, reply.epsilon,
+                         reply.model_version)

@@ -36,6 +36,9 @@ class Limits:
     max_work: float = 1e10  # epochs x rows in one Train call
     max_message_bytes: int = 64 * MIB  # one request or response message
     max_concurrent_calls: int = 64  # calls in flight at once (running or queued)
+    # Forward passes of one CheckGradients: 2 per parameter, each as long as the parameter
+    # count, so the work is quadratic: 100000 is a 50,000-parameter model, several seconds.
+    max_gradient_check_passes: int = 100_000
 
     def hint(self, field: str) -> str:
         """`max_rows = 1000000 (--max-rows / JITNET_MAX_ROWS)`: for error messages."""
@@ -226,6 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bytes (default 64 MiB)", in_limits=True, check=_at_least(1024)),
     Setting("max_concurrent_calls", _integer, "integer", "most calls in flight at once; more "
             "get RESOURCE_EXHAUSTED (default 64)", in_limits=True, check=_at_least(1)),
+    Setting("max_gradient_check_passes", _integer, "integer", "most forward passes of one "
+            "CheckGradients, two per parameter of the model (default 100000)", in_limits=True,
+            check=_at_least(2)),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

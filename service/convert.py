@@ -19,7 +19,8 @@ from google.protobuf import timestamp_pb2
 from jitnet.v1 import jitnet_pb2 as pb
 
 from .errors import InvalidArgument
-from .model import Activation, Architecture, GradientMode, Init, Loss, StepResult
+from .model import (Activation, Architecture, GradientCheck, GradientMode, Init, Loss,
+                    StepResult)
 from .store import validate_id
 from .training import Progress, TrainOptions
 
@@ -214,7 +215,7 @@ def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> 
     return model
 
 
-# -- Train and Step -----------------------------------------------------------------------------
+# -- Train, Step and CheckGradients -------------------------------------------------------------
 
 
 def train_options(request: pb.TrainRequest) -> TrainOptions:
@@ -251,6 +252,19 @@ def step_response(result: StepResult, version: int) -> pb.StepResponse:
             delta=trace.delta.tolist(),
             updated=layer_to_proto(trace.weights, trace.biases, raw=False),
             before=layer_to_proto(trace.weights_before, trace.biases_before, raw=False),
+        ))
+    return response
+
+
+def gradient_check_response(result: GradientCheck, version: int) -> pb.CheckGradientsResponse:
+    response = pb.CheckGradientsResponse(loss=result.loss,
+                                         max_relative_error=result.max_relative_error,
+                                         epsilon=result.epsilon, model_version=version)
+    for layer in result.layers:
+        response.layers.append(pb.LayerGradients(
+            analytic=layer_to_proto(layer.weights, layer.biases, raw=False),
+            numeric=layer_to_proto(layer.numeric_weights, layer.numeric_biases, raw=False),
+            max_relative_error=layer.max_relative_error,
         ))
     return response
 

@@ -24,6 +24,9 @@ Two ways through an epoch, both generic in the number and sizes of layers:
     batches                `iteration`: forward, loss, `backward` into `grad` (BLAS for layers
                            big enough to pay for the call), then `sgd_update`.
 
+The gradient check (CheckGradients) reuses `iteration` at learning rate 0 for the analytic
+gradient; `finite_differences` is its numeric half: two forward passes per parameter.
+
 Performance notes (measured with benchmarks/engine.py; results in docs/benchmarks.md):
 
   * Offsets into the flat buffers are unsigned (np.uint64, `at` below). Numba adds a
@@ -714,6 +717,32 @@ def train_epochs(params, velocity, grad, work, layout, kinds, inputs, targets, o
     epochs = sample_epochs_wide if wide else sample_epochs_narrow
     return epochs(params, velocity, work, layout, kinds, inputs, targets, orders, learning_rate,
                   momentum, target_loss, epoch_losses)
+
+
+@njit(**JIT)
+def finite_differences(numeric, params, z, a, e, d, t, layout, kinds, first, end, h):
+    """The descent direction by central differences, for parameters first..end-1:
+        numeric[k] = -(loss(p_k + h) - loss(p_k - h)) / 2h
+    for the one sample whose input sits in a[:n_in] and target in t: two forward passes per
+    parameter, with the loss training uses (output_loss_and_delta; its e and d are scratch
+    here). The divisor is the step actually taken, (p + h) - (p - h) as rounded, not 2h. Each
+    parameter is put back exactly as it was. One loop over both passes of every parameter, so
+    that the forward pass and the loss are compiled in once (each is a good part of a cold
+    compile)."""
+    hidden, output, loss, mode = kinds[0], kinds[1], kinds[2], kinds[3]
+    up = 0.0
+    for n in range(2 * first, 2 * end):
+        k = n // 2
+        keep = params[k]
+        params[k] = keep + h if n % 2 == 0 else keep - h
+        forward(z, a, params, layout, 1, hidden, output)
+        value = output_loss_and_delta(e, d, z, a, t, layout, 1, output, loss, mode)
+        if n % 2 == 0:
+            up = value
+            params[k] = keep
+        else:
+            numeric[k] = (value - up) / ((keep + h) - (keep - h))
+            params[k] = keep
 
 
 @njit(**JIT)

@@ -43,6 +43,18 @@ def check_work(limits: Limits, epochs: int, rows: int) -> None:
                     "sample iterations")
 
 
+def check_gradient_check(limits: Limits, arch, model_id: str) -> None:
+    """A CheckGradients: two forward passes per parameter, and a reply with two values per
+    parameter, both refused before any work."""
+    passes = 2 * arch.n_params
+    if passes > limits.max_gradient_check_passes:
+        raise _over(limits, "max_gradient_check_passes",
+                    f"checking the gradients of model '{model_id}' takes 2 x {arch.n_params} "
+                    f"parameters = {passes} forward passes")
+    check_message(limits, gradient_check_reply_bound(arch),
+                  f"the CheckGradients reply for model '{model_id}'")
+
+
 def check_message(limits: Limits, size: int, what: str) -> None:
     """A reply about to be sent (grpc would refuse it with a message naming no setting)."""
     if size > limits.max_message_bytes:
@@ -70,6 +82,12 @@ def step_reply_bound(arch) -> int:
     """At most the size of a StepResponse: every layer's weights twice (before and after) and
     four numbers per neuron (net, output, error, delta), with framing."""
     return 16 * arch.n_params + 32 * arch.n_units + 160 * arch.n_layers + 64
+
+
+def gradient_check_reply_bound(arch) -> int:
+    """At most the size of a CheckGradientsResponse: two values per parameter (analytic and
+    numeric), per layer four tensors' and two layers' framing, and a few numbers."""
+    return 16 * arch.n_params + 160 * arch.n_layers + 64
 
 
 def check_weights_reply(limits: Limits, arch, model_id: str) -> None:

@@ -121,6 +121,17 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
                                   iterations=lease.record.iterations + 1)
         return convert.step_response(result, record.version)
 
+    @mapped
+    def CheckGradients(self, request, context):
+        self._check_ready()
+        should_stop = stop_signal(context)
+        inputs, target = convert.vector(request.input), convert.vector(request.target)
+        record = self._store.get(request.model_id)  # a read, like a dry-run Step
+        limits.check_gradient_check(self._limits, record.arch, record.id)
+        result = record.network.check_gradients(inputs, target, request.epsilon,
+                                                should_stop=should_stop)
+        return convert.gradient_check_response(result, record.version)
+
     @may_return_bytes
     @mapped
     def Predict(self, request, context):

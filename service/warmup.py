@@ -9,10 +9,11 @@ Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read
 warm-up makes the servicers' own calls with the very array types they pass: a store record
 (read-only parameters and velocity) through the prediction entry (prediction.py) and the
 one-sample fast paths (fastpath.py, both protocols), the Open Inference Protocol's decoding
-(inference_convert.py, FP64 and FP32, raw and typed), `record.network.step` and `training.train`; tensors
-decoded by convert.py (whichever wire form; Predict's as read-only views); Step's repeated
-fields; Train with and without shuffling and momentum, batch 1 and a batch big enough for the
-BLAS paths; Predict with row counts going up and down. Nothing here touches disk.
+(inference_convert.py, FP64 and FP32, raw and typed), `record.network.step`,
+`.check_gradients` and `training.train`; tensors decoded by convert.py (whichever wire form;
+Predict's as read-only views); the repeated fields of Step and CheckGradients; Train with
+and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths;
+Predict with row counts going up and down. Nothing here touches disk.
 tests/server/test_warmup.py checks that no call compiles anything after it.
 """
 
@@ -89,6 +90,8 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
             _predict(record, rng.random((rows, n_in)), raw)
     record.network.step(convert.vector(rng.random(n_in).tolist()),
                         convert.vector(rng.random(n_out).tolist()), 0.1)
+    record.network.check_gradients(convert.vector(rng.random(n_in).tolist()),
+                                   convert.vector(rng.random(n_out).tolist()))
     x = _decoded(rng.random((40, n_in)), True)
     t = _decoded(rng.random((40, n_out)), True)
     for batch, shuffle, momentum in ((1, False, 0.0), (32, True, 0.9), (0, True, 0.0),

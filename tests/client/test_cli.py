@@ -227,7 +227,8 @@ def test_progress_bar_draws_one_line_on_a_terminal():
 
 
 def test_demo_runs_end_to_end(capsys, tmp_path):
-    code = cli.main(["demo", "--data-dir", str(tmp_path)])
+    pictures = str(tmp_path / "pictures")  # not the current directory
+    code = cli.main(["demo", "--data-dir", str(tmp_path), "--out", pictures])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "net1_h = 0 * 0.2 + 1 * 0.6 = 0.6" in out
@@ -237,7 +238,7 @@ def test_demo_runs_end_to_end(capsys, tmp_path):
     for x1, x2, target, output, _ in rows:
         assert (float(output) > 0.5) == (target == "1")
     # Run again on the same directory: the ids are taken, the demo still works.
-    assert cli.main(["demo", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["demo", "--data-dir", str(tmp_path), "--out", pictures]) == 0
 
 
 def test_the_client_and_predict_do_not_import_the_service_or_numba(address, client, model_id):

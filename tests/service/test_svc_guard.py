@@ -49,7 +49,8 @@ def test_generated_code_registers_methods_by_name_through_the_stand_in():
     pb_grpc.add_NetworkServiceServicer_to_server(pb_grpc.NetworkServiceServicer(), registering)
     assert ("generic", 1) in calls
     assert ("jitnet.v1.NetworkService", sorted(
-        ["CreateModel", "GetModel", "ListModels", "DeleteModel", "Train", "Step", "Predict"]
+        ["CreateModel", "GetModel", "ListModels", "DeleteModel", "Train", "Step", "Predict",
+         "CheckGradients"]
     )) in calls
 
 

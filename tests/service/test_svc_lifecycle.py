@@ -76,7 +76,7 @@ def test_reflection_lists_the_services(server):
                                       "grpc.reflection.v1alpha.ServerReflection"}
     methods = {m.name for m in DescriptorPool(db).FindServiceByName(SERVICE).methods}
     assert methods == {"CreateModel", "GetModel", "ListModels", "DeleteModel", "Train", "Step",
-                       "Predict"}
+                       "Predict", "CheckGradients"}
 
 
 def test_draining_refuses_new_calls_and_lets_calls_in_flight_finish(server):

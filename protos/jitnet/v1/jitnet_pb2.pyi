@@ -271,3 +271,39 @@ class PredictResponse(_message.Message):
     outputs: Tensor
     model_version: int
     def __init__(self, outputs: _Optional[_Union[Tensor, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class CheckGradientsRequest(_message.Message):
+    __slots__ = ("model_id", "input", "target", "epsilon")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: _containers.RepeatedScalarFieldContainer[float]
+    target: _containers.RepeatedScalarFieldContainer[float]
+    epsilon: float
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Iterable[float]] = ..., target: _Optional[_Iterable[float]] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
+class LayerGradients(_message.Message):
+    __slots__ = ("analytic", "numeric", "max_relative_error")
+    ANALYTIC_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_FIELD_NUMBER: _ClassVar[int]
+    MAX_RELATIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    analytic: Layer
+    numeric: Layer
+    max_relative_error: float
+    def __init__(self, analytic: _Optional[_Union[Layer, _Mapping]] = ..., numeric: _Optional[_Union[Layer, _Mapping]] = ..., max_relative_error: _Optional[float] = ...) -> None: ...
+
+class CheckGradientsResponse(_message.Message):
+    __slots__ = ("layers", "loss", "max_relative_error", "epsilon", "model_version")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RELATIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerGradients]
+    loss: float
+    max_relative_error: float
+    epsilon: float
+    model_version: int
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerGradients, _Mapping]]] = ..., loss: _Optional[float] = ..., max_relative_error: _Optional[float] = ..., epsilon: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...

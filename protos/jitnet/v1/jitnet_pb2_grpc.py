@@ -69,6 +69,11 @@ class NetworkServiceStub:
                 request_serializer=jitnet_dot_v1_dot_jitnet__pb2.PredictRequest.SerializeToString,
                 response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.CheckGradients = channel.unary_unary(
+                '/jitnet.v1.NetworkService/CheckGradients',
+                request_serializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.SerializeToString,
+                response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -118,6 +123,14 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckGradients(self, request, context):
+        """For one sample: the engine's gradient of every parameter beside a central finite difference
+        of the loss, at the model's stored weights. Changes nothing. See CheckGradientsRequest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +168,11 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.PredictRequest.FromString,
                     response_serializer=jitnet_dot_v1_dot_jitnet__pb2.PredictResponse.SerializeToString,
+            ),
+            'CheckGradients': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckGradients,
+                    request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.FromString,
+                    response_serializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +364,33 @@ class NetworkService:
             '/jitnet.v1.NetworkService/Predict',
             jitnet_dot_v1_dot_jitnet__pb2.PredictRequest.SerializeToString,
             jitnet_dot_v1_dot_jitnet__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckGradients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jitnet.v1.NetworkService/CheckGradients',
+            jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.SerializeToString,
+            jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.FromString,
             options,
             channel_credentials,
             insecure,
