@@ -33,7 +33,7 @@ def _params(seed=0) -> np.ndarray:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, tmp_path):
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](tmp_path, request.getfixturevalue)
     yield made
     made.close()
 
