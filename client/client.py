@@ -18,6 +18,10 @@ Conventions:
   an exception or Ctrl-C) cancels the call; the model keeps its last committed version.
 - A failed call raises a JitnetError subclass (see errors.py) carrying `.code` and `.details`,
   never a grpc.RpcError.
+- Read your writes: the client remembers the last version of each model it committed or saw
+  and asks for at least that version (`min_version`) on predict, get_model and dry-run step,
+  so behind a balancer it never reads a version older than its own last commit
+  (read_your_writes.py). A `min_version` argument overrides it (0: any version).
 - Enum-like arguments accept their short names in any case ("sigmoid", "TANH",
   "cross-entropy"), the proto names ("ACTIVATION_RELU") or the proto numbers.
 
@@ -42,6 +46,7 @@ from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
 from .errors import InvalidArgument, JitnetError, from_rpc_error
+from .read_your_writes import VersionMemory
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call
@@ -400,6 +405,8 @@ class _Base:
         self.raw = raw
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = _channel_credentials(tls, root_certificates)
+        # The last version of each model this client committed or saw, sent as min_version.
+        self.versions = VersionMemory()
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is None:
@@ -456,13 +463,20 @@ class Client(_Base):
         The server makes an id when model_id is empty. Returns the model with its weights."""
         request = _create_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init,
                                   seed, layers, model_id, self.raw)
-        return model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
+        model = model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
+        self.versions.created(model.id, model.version)
+        return model
 
     def get_model(self, model_id: str, include_weights: bool = False, *,
-                  timeout: float | None = None) -> Model:
+                  min_version: int | None = None, timeout: float | None = None) -> Model:
+        """The model, at least `min_version` (default: the last version this client committed
+        or saw; 0: any)."""
         request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
-                                     raw=self.raw)
-        return model_from_proto(self._call(self._stub.GetModel, request, timeout).model)
+                                     raw=self.raw,
+                                     min_version=self.versions.min_version(model_id, min_version))
+        model = model_from_proto(self._call(self._stub.GetModel, request, timeout).model)
+        self.versions.saw(model.id, model.version)
+        return model
 
     def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                     timeout: float | None = None) -> list[Model]:
@@ -473,6 +487,8 @@ class Client(_Base):
                                pb.ListModelsRequest(page_size=page_size, page_token=token),
                                timeout)
             models.extend(model_from_proto(m) for m in reply.models)
+            for m in reply.models:
+                self.versions.saw(m.id, m.version)
             token = reply.next_page_token
             if not token or token in seen:  # a repeated token would loop forever
                 return models
@@ -480,6 +496,7 @@ class Client(_Base):
 
     def delete_model(self, model_id: str, *, timeout: float | None = None) -> None:
         self._call(self._stub.DeleteModel, pb.DeleteModelRequest(model_id=model_id), timeout)
+        self.versions.forget(model_id)
 
     # -- training and inference --
 
@@ -498,6 +515,7 @@ class Client(_Base):
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for msg in call:
+                self.versions.saw(request.model_id, msg.model_version)
                 yield _progress(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
@@ -505,18 +523,27 @@ class Client(_Base):
             call.cancel()  # a no-op once the call has ended
 
     def predict(self, model_id: str, inputs, *, with_version: bool = False,
-                timeout: float | None = None):
+                min_version: int | None = None, timeout: float | None = None):
         """Outputs [n, n_out] for inputs [n, n_in]; a 1-D input gives a 1-D output.
-        With with_version=True, returns (outputs, model_version)."""
+        With with_version=True, returns (outputs, model_version). Answered by version
+        `min_version` or newer (default: the last version this client committed or saw, so
+        it reads its own writes on any replica; 0: any version)."""
         request, single = _predict_request(model_id, inputs, self.raw)
+        request.min_version = self.versions.min_version(model_id, min_version)
         reply = self._call(self._stub.Predict, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
         return _predict_result(reply, single, with_version)
 
     def step(self, model_id: str, input, target, learning_rate: float, *, dry_run: bool = False,
-             timeout: float | None = None) -> StepTrace:
-        """One iteration on one sample with every intermediate value; dry_run keeps the weights."""
+             min_version: int | None = None, timeout: float | None = None) -> StepTrace:
+        """One iteration on one sample with every intermediate value; dry_run keeps the weights
+        (and is answered by `min_version` or newer, as predict)."""
         request = _step_request(model_id, input, target, learning_rate, dry_run)
-        return _trace_from_proto(self._call(self._stub.Step, request, timeout), request)
+        if dry_run:
+            request.min_version = self.versions.min_version(model_id, min_version)
+        reply = self._call(self._stub.Step, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
+        return _trace_from_proto(reply, request)
 
     # -- health --
 
@@ -583,13 +610,19 @@ class AsyncClient(_Base):
                            model_id: str = "", timeout: float | None = None) -> Model:
         request = _create_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init,
                                   seed, layers, model_id, self.raw)
-        return model_from_proto((await self._call(self._stub.CreateModel, request, timeout)).model)
+        reply = await self._call(self._stub.CreateModel, request, timeout)
+        model = model_from_proto(reply.model)
+        self.versions.created(model.id, model.version)
+        return model
 
     async def get_model(self, model_id: str, include_weights: bool = False, *,
-                        timeout: float | None = None) -> Model:
+                        min_version: int | None = None, timeout: float | None = None) -> Model:
         request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
-                                     raw=self.raw)
-        return model_from_proto((await self._call(self._stub.GetModel, request, timeout)).model)
+                                     raw=self.raw,
+                                     min_version=self.versions.min_version(model_id, min_version))
+        model = model_from_proto((await self._call(self._stub.GetModel, request, timeout)).model)
+        self.versions.saw(model.id, model.version)
+        return model
 
     async def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                           timeout: float | None = None) -> list[Model]:
@@ -599,6 +632,8 @@ class AsyncClient(_Base):
                                      pb.ListModelsRequest(page_size=page_size, page_token=token),
                                      timeout)
             models.extend(model_from_proto(m) for m in reply.models)
+            for m in reply.models:
+                self.versions.saw(m.id, m.version)
             token = reply.next_page_token
             if not token or token in seen:
                 return models
@@ -607,6 +642,7 @@ class AsyncClient(_Base):
     async def delete_model(self, model_id: str, *, timeout: float | None = None) -> None:
         await self._call(self._stub.DeleteModel, pb.DeleteModelRequest(model_id=model_id),
                          timeout)
+        self.versions.forget(model_id)
 
     def train(self, model_id: str, inputs, targets, *, epochs: int, learning_rate: float,
               batch_size: int = 1, momentum: float = 0.0, shuffle: bool = False, seed: int = 0,
@@ -620,6 +656,7 @@ class AsyncClient(_Base):
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             async for msg in call:
+                self.versions.saw(request.model_id, msg.model_version)
                 yield _progress(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
@@ -627,15 +664,22 @@ class AsyncClient(_Base):
             call.cancel()
 
     async def predict(self, model_id: str, inputs, *, with_version: bool = False,
-                      timeout: float | None = None):
+                      min_version: int | None = None, timeout: float | None = None):
         request, single = _predict_request(model_id, inputs, self.raw)
+        request.min_version = self.versions.min_version(model_id, min_version)
         reply = await self._call(self._stub.Predict, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
         return _predict_result(reply, single, with_version)
 
     async def step(self, model_id: str, input, target, learning_rate: float, *,
-                   dry_run: bool = False, timeout: float | None = None) -> StepTrace:
+                   dry_run: bool = False, min_version: int | None = None,
+                   timeout: float | None = None) -> StepTrace:
         request = _step_request(model_id, input, target, learning_rate, dry_run)
-        return _trace_from_proto(await self._call(self._stub.Step, request, timeout), request)
+        if dry_run:
+            request.min_version = self.versions.min_version(model_id, min_version)
+        reply = await self._call(self._stub.Step, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
+        return _trace_from_proto(reply, request)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         reply = await self._call(self._health.Check,

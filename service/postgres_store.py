@@ -89,6 +89,9 @@ CONNECTION_DEFAULTS = {
 }
 POOL_SIZE = 8  # connections per server at most (calls changing models, lease renewals)
 POOL_TIMEOUT = 5.0  # seconds a call waits for a connection before StoreUnavailable
+OUTAGE_POOL_TIMEOUT = 1.0  # the same while the store is known to be unreachable: fail fast
+RECONNECT_SECONDS = 2.0  # a pool slot failing to reconnect this long is given up and re-made on
+                         # demand, so that after a long outage no slot waits out a long backoff
 HEARTBEAT_SECONDS = 1.0  # the listener asks the database this often whether it is still there
 MAX_BACKOFF_SECONDS = 1.0  # the listener's reconnect backoff grows to this
 FETCH_BATCH = 16  # model bodies fetched per query (each up to 32 MiB at the default limits)
@@ -160,10 +163,16 @@ class PostgresStore(ModelStore):
             with self._connect() as conn:
                 _migrate(conn)
                 loaded, failed = self._load_all(conn)
+        pool_logger = logging.getLogger("psycopg.pool")
+        if pool_logger.level == logging.NOTSET:
+            # The pool logs every failed reconnect, several a second in an outage; the store
+            # logs an outage once, when it begins, and once when it ends.
+            pool_logger.setLevel(logging.ERROR)
         self._pool = ConnectionPool(
             self._conninfo, kwargs={"autocommit": True}, min_size=1, max_size=POOL_SIZE,
             timeout=POOL_TIMEOUT, check=ConnectionPool.check_connection, open=False,
-            name="jitnet-store")
+            name="jitnet-store", reconnect_timeout=RECONNECT_SECONDS,
+            reconnect_failed=lambda pool: None)  # logged by _unreachable
         self._pool.open(wait=False)
         for target, name in ((self._listen, "jitnet-store-listener"),
                              (self._renew, "jitnet-lease-renewer")):
@@ -448,6 +457,8 @@ class PostgresStore(ModelStore):
     def _connection(self, timeout: float | None = None):
         if self._pool is None:
             raise RuntimeError("the store is not open")
+        if timeout is None and self._down_since is not None:
+            timeout = OUTAGE_POOL_TIMEOUT
         return self._pool.connection(timeout=timeout)
 
     # -- background: the listener and the lease renewer -----------------------------------------

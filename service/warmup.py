@@ -55,7 +55,7 @@ def _predict(record: ModelRecord, inputs: np.ndarray, raw: bool) -> None:
     """Predict as the servicer runs it: the fast path first, then the prediction entry."""
     request = pb.PredictRequest(model_id=record.id, inputs=convert.from_array(inputs, raw))
     if fastpath.predict_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
-        prediction.predict(lambda _: record, _LIMITS, record.id, inputs.shape[0],
+        prediction.predict(lambda _id, _min: record, _LIMITS, record.id, inputs.shape[0],
                            lambda: _decoded(inputs, raw, read_only=True))
 
 

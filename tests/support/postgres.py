@@ -150,8 +150,10 @@ class Cluster:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def dsn(self, dbname: str = "postgres", host: str | None = None) -> str:
-        return f"postgresql://{USER}:{self.password}@{host or self.host}:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", host: str | None = None,
+            port: int | None = None) -> str:
+        return (f"postgresql://{USER}:{self.password}@{host or self.host}:{port or self.port}/"
+                f"{dbname}")
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
         """Over the cluster's unix socket: works from outside its network namespace."""
@@ -162,7 +164,7 @@ class Cluster:
         import psycopg
 
         with psycopg.connect(self.admin_dsn(dbname), autocommit=True) as conn:
-            cursor = conn.execute(statement, params)
+            cursor = conn.execute(statement, params or None)
             return cursor.fetchall() if cursor.description else None
 
     def create_database(self, name: str | None = None) -> str:

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jitnet/v1/jitnet.proto\x12\tjitnet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\"N\n\x05Layer\x12\"\n\x07weights\x18\x01 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12!\n\x06\x62iases\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\"\xf2\x01\n\x0c\x41rchitecture\x12\x13\n\x0blayer_sizes\x18\x01 \x03(\r\x12\x30\n\x11hidden_activation\x18\x02 \x01(\x0e\x32\x15.jitnet.v1.Activation\x12\x30\n\x11output_activation\x18\x03 \x01(\x0e\x32\x15.jitnet.v1.Activation\x12\x1d\n\x04loss\x18\x04 \x01(\x0e\x32\x0f.jitnet.v1.Loss\x12\x11\n\x04\x62ias\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12.\n\rgradient_mode\x18\x06 \x01(\x0e\x32\x17.jitnet.v1.GradientModeB\x07\n\x05_bias\"\xaf\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x17.jitnet.v1.Architecture\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x16\n\x0e\x65pochs_trained\x18\x04 \x01(\x04\x12\x12\n\niterations\x18\x05 \x01(\x04\x12\x11\n\tlast_loss\x18\x06 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06layers\x18\t \x03(\x0b\x32\x10.jitnet.v1.Layer\x12\x17\n\x0fparameter_count\x18\n \x01(\x04\"\xa4\x01\n\x12\x43reateModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12-\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x17.jitnet.v1.Architecture\x12\x1d\n\x04init\x18\x03 \x01(\x0e\x32\x0f.jitnet.v1.Init\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12 \n\x06layers\x18\x05 \x03(\x0b\x32\x10.jitnet.v1.Layer\"6\n\x13\x43reateModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.jitnet.v1.Model\"I\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_weights\x18\x02 \x01(\x08\x12\x0b\n\x03raw\x18\x03 \x01(\x08\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.jitnet.v1.Model\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.jitnet.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xfe\x01\n\x0cTrainRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\"\n\x07targets\x18\x03 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\x10\n\x08momentum\x18\x07 \x01(\x01\x12\x0f\n\x07shuffle\x18\x08 \x01(\x08\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x13\n\x0btarget_loss\x18\n \x01(\x01\x12\x14\n\x0creport_every\x18\x0b \x01(\r\"~\n\rTrainResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x12\n\niterations\x18\x03 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\"f\n\x0bStepRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\x01\x12\x0e\n\x06target\x18\x03 \x03(\x01\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\x8c\x01\n\nLayerTrace\x12\x0b\n\x03net\x18\x01 \x03(\x01\x12\x0e\n\x06output\x18\x02 \x03(\x01\x12\r\n\x05\x65rror\x18\x03 \x03(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x03(\x01\x12!\n\x07updated\x18\x05 \x01(\x0b\x32\x10.jitnet.v1.Layer\x12 \n\x06\x62\x65\x66ore\x18\x06 \x01(\x0b\x32\x10.jitnet.v1.Layer\"Z\n\x0cStepResponse\x12%\n\x06layers\x18\x01 \x03(\x0b\x32\x15.jitnet.v1.LayerTrace\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\"E\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\"L\n\x0fPredictResponse\x12\"\n\x07outputs\x18\x01 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\x15\n\rmodel_version\x18\x02 \x01(\x04*\x99\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x03\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x04\x12\x16\n\x12\x41\x43TIVATION_SOFTMAX\x10\x05*B\n\x04Loss\x12\x14\n\x10LOSS_UNSPECIFIED\x10\x00\x12\x0c\n\x08LOSS_MSE\x10\x01\x12\x16\n\x12LOSS_CROSS_ENTROPY\x10\x02*L\n\x04Init\x12\x14\n\x10INIT_UNSPECIFIED\x10\x00\x12\x10\n\x0cINIT_UNIFORM\x10\x01\x12\x0f\n\x0bINIT_XAVIER\x10\x02\x12\x0b\n\x07INIT_HE\x10\x03*a\n\x0cGradientMode\x12\x1d\n\x19GRADIENT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13GRADIENT_MODE_EXACT\x10\x01\x12\x19\n\x15GRADIENT_MODE_ARTICLE\x10\x02\x32\xf5\x03\n\x0eNetworkService\x12L\n\x0b\x43reateModel\x12\x1d.jitnet.v1.CreateModelRequest\x1a\x1e.jitnet.v1.CreateModelResponse\x12\x43\n\x08GetModel\x12\x1a.jitnet.v1.GetModelRequest\x1a\x1b.jitnet.v1.GetModelResponse\x12I\n\nListModels\x12\x1c.jitnet.v1.ListModelsRequest\x1a\x1d.jitnet.v1.ListModelsResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.jitnet.v1.DeleteModelRequest\x1a\x1e.jitnet.v1.DeleteModelResponse\x12<\n\x05Train\x12\x17.jitnet.v1.TrainRequest\x1a\x18.jitnet.v1.TrainResponse0\x01\x12\x37\n\x04Step\x12\x16.jitnet.v1.StepRequest\x1a\x17.jitnet.v1.StepResponse\x12@\n\x07Predict\x12\x19.jitnet.v1.PredictRequest\x1a\x1a.jitnet.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jitnet/v1/jitnet.proto\x12\tjitnet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\"N\n\x05Layer\x12\"\n\x07weights\x18\x01 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12!\n\x06\x62iases\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\"\xf2\x01\n\x0c\x41rchitecture\x12\x13\n\x0blayer_sizes\x18\x01 \x03(\r\x12\x30\n\x11hidden_activation\x18\x02 \x01(\x0e\x32\x15.jitnet.v1.Activation\x12\x30\n\x11output_activation\x18\x03 \x01(\x0e\x32\x15.jitnet.v1.Activation\x12\x1d\n\x04loss\x18\x04 \x01(\x0e\x32\x0f.jitnet.v1.Loss\x12\x11\n\x04\x62ias\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12.\n\rgradient_mode\x18\x06 \x01(\x0e\x32\x17.jitnet.v1.GradientModeB\x07\n\x05_bias\"\xaf\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x17.jitnet.v1.Architecture\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x16\n\x0e\x65pochs_trained\x18\x04 \x01(\x04\x12\x12\n\niterations\x18\x05 \x01(\x04\x12\x11\n\tlast_loss\x18\x06 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06layers\x18\t \x03(\x0b\x32\x10.jitnet.v1.Layer\x12\x17\n\x0fparameter_count\x18\n \x01(\x04\"\xa4\x01\n\x12\x43reateModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12-\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x17.jitnet.v1.Architecture\x12\x1d\n\x04init\x18\x03 \x01(\x0e\x32\x0f.jitnet.v1.Init\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12 \n\x06layers\x18\x05 \x03(\x0b\x32\x10.jitnet.v1.Layer\"6\n\x13\x43reateModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.jitnet.v1.Model\"^\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_weights\x18\x02 \x01(\x08\x12\x0b\n\x03raw\x18\x03 \x01(\x08\x12\x13\n\x0bmin_version\x18\x04 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.jitnet.v1.Model\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.jitnet.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xfe\x01\n\x0cTrainRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\"\n\x07targets\x18\x03 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\x10\n\x08momentum\x18\x07 \x01(\x01\x12\x0f\n\x07shuffle\x18\x08 \x01(\x08\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x13\n\x0btarget_loss\x18\n \x01(\x01\x12\x14\n\x0creport_every\x18\x0b \x01(\r\"~\n\rTrainResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x12\n\niterations\x18\x03 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\"{\n\x0bStepRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\x01\x12\x0e\n\x06target\x18\x03 \x03(\x01\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x12\x13\n\x0bmin_version\x18\x06 \x01(\x04\"\x8c\x01\n\nLayerTrace\x12\x0b\n\x03net\x18\x01 \x03(\x01\x12\x0e\n\x06output\x18\x02 \x03(\x01\x12\r\n\x05\x65rror\x18\x03 \x03(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x03(\x01\x12!\n\x07updated\x18\x05 \x01(\x0b\x32\x10.jitnet.v1.Layer\x12 \n\x06\x62\x65\x66ore\x18\x06 \x01(\x0b\x32\x10.jitnet.v1.Layer\"Z\n\x0cStepResponse\x12%\n\x06layers\x18\x01 \x03(\x0b\x32\x15.jitnet.v1.LayerTrace\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\"Z\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\x13\n\x0bmin_version\x18\x03 \x01(\x04\"L\n\x0fPredictResponse\x12\"\n\x07outputs\x18\x01 \x01(\x0b\x32\x11.jitnet.v1.Tensor\x12\x15\n\rmodel_version\x18\x02 \x01(\x04*\x99\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x03\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x04\x12\x16\n\x12\x41\x43TIVATION_SOFTMAX\x10\x05*B\n\x04Loss\x12\x14\n\x10LOSS_UNSPECIFIED\x10\x00\x12\x0c\n\x08LOSS_MSE\x10\x01\x12\x16\n\x12LOSS_CROSS_ENTROPY\x10\x02*L\n\x04Init\x12\x14\n\x10INIT_UNSPECIFIED\x10\x00\x12\x10\n\x0cINIT_UNIFORM\x10\x01\x12\x0f\n\x0bINIT_XAVIER\x10\x02\x12\x0b\n\x07INIT_HE\x10\x03*a\n\x0cGradientMode\x12\x1d\n\x19GRADIENT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13GRADIENT_MODE_EXACT\x10\x01\x12\x19\n\x15GRADIENT_MODE_ARTICLE\x10\x02\x32\xf5\x03\n\x0eNetworkService\x12L\n\x0b\x43reateModel\x12\x1d.jitnet.v1.CreateModelRequest\x1a\x1e.jitnet.v1.CreateModelResponse\x12\x43\n\x08GetModel\x12\x1a.jitnet.v1.GetModelRequest\x1a\x1b.jitnet.v1.GetModelResponse\x12I\n\nListModels\x12\x1c.jitnet.v1.ListModelsRequest\x1a\x1d.jitnet.v1.ListModelsResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.jitnet.v1.DeleteModelRequest\x1a\x1e.jitnet.v1.DeleteModelResponse\x12<\n\x05Train\x12\x17.jitnet.v1.TrainRequest\x1a\x18.jitnet.v1.TrainResponse0\x01\x12\x37\n\x04Step\x12\x16.jitnet.v1.StepRequest\x1a\x17.jitnet.v1.StepResponse\x12@\n\x07Predict\x12\x19.jitnet.v1.PredictRequest\x1a\x1a.jitnet.v1.PredictResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jitnet.v1.jitnet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTIVATION']._serialized_start=2184
-  _globals['_ACTIVATION']._serialized_end=2337
-  _globals['_LOSS']._serialized_start=2339
-  _globals['_LOSS']._serialized_end=2405
-  _globals['_INIT']._serialized_start=2407
-  _globals['_INIT']._serialized_end=2483
-  _globals['_GRADIENTMODE']._serialized_start=2485
-  _globals['_GRADIENTMODE']._serialized_end=2582
+  _globals['_ACTIVATION']._serialized_start=2247
+  _globals['_ACTIVATION']._serialized_end=2400
+  _globals['_LOSS']._serialized_start=2402
+  _globals['_LOSS']._serialized_end=2468
+  _globals['_INIT']._serialized_start=2470
+  _globals['_INIT']._serialized_end=2546
+  _globals['_GRADIENTMODE']._serialized_start=2548
+  _globals['_GRADIENTMODE']._serialized_end=2645
   _globals['_TENSOR']._serialized_start=70
   _globals['_TENSOR']._serialized_end=122
   _globals['_LAYER']._serialized_start=124
@@ -53,31 +53,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMODELRESPONSE']._serialized_start=922
   _globals['_CREATEMODELRESPONSE']._serialized_end=976
   _globals['_GETMODELREQUEST']._serialized_start=978
-  _globals['_GETMODELREQUEST']._serialized_end=1051
-  _globals['_GETMODELRESPONSE']._serialized_start=1053
-  _globals['_GETMODELRESPONSE']._serialized_end=1104
-  _globals['_LISTMODELSREQUEST']._serialized_start=1106
-  _globals['_LISTMODELSREQUEST']._serialized_end=1164
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1166
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1245
-  _globals['_DELETEMODELREQUEST']._serialized_start=1247
-  _globals['_DELETEMODELREQUEST']._serialized_end=1285
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1287
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1308
-  _globals['_TRAINREQUEST']._serialized_start=1311
-  _globals['_TRAINREQUEST']._serialized_end=1565
-  _globals['_TRAINRESPONSE']._serialized_start=1567
-  _globals['_TRAINRESPONSE']._serialized_end=1693
-  _globals['_STEPREQUEST']._serialized_start=1695
-  _globals['_STEPREQUEST']._serialized_end=1797
-  _globals['_LAYERTRACE']._serialized_start=1800
-  _globals['_LAYERTRACE']._serialized_end=1940
-  _globals['_STEPRESPONSE']._serialized_start=1942
-  _globals['_STEPRESPONSE']._serialized_end=2032
-  _globals['_PREDICTREQUEST']._serialized_start=2034
-  _globals['_PREDICTREQUEST']._serialized_end=2103
-  _globals['_PREDICTRESPONSE']._serialized_start=2105
-  _globals['_PREDICTRESPONSE']._serialized_end=2181
-  _globals['_NETWORKSERVICE']._serialized_start=2585
-  _globals['_NETWORKSERVICE']._serialized_end=3086
+  _globals['_GETMODELREQUEST']._serialized_end=1072
+  _globals['_GETMODELRESPONSE']._serialized_start=1074
+  _globals['_GETMODELRESPONSE']._serialized_end=1125
+  _globals['_LISTMODELSREQUEST']._serialized_start=1127
+  _globals['_LISTMODELSREQUEST']._serialized_end=1185
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1187
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1266
+  _globals['_DELETEMODELREQUEST']._serialized_start=1268
+  _globals['_DELETEMODELREQUEST']._serialized_end=1306
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1308
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1329
+  _globals['_TRAINREQUEST']._serialized_start=1332
+  _globals['_TRAINREQUEST']._serialized_end=1586
+  _globals['_TRAINRESPONSE']._serialized_start=1588
+  _globals['_TRAINRESPONSE']._serialized_end=1714
+  _globals['_STEPREQUEST']._serialized_start=1716
+  _globals['_STEPREQUEST']._serialized_end=1839
+  _globals['_LAYERTRACE']._serialized_start=1842
+  _globals['_LAYERTRACE']._serialized_end=1982
+  _globals['_STEPRESPONSE']._serialized_start=1984
+  _globals['_STEPRESPONSE']._serialized_end=2074
+  _globals['_PREDICTREQUEST']._serialized_start=2076
+  _globals['_PREDICTREQUEST']._serialized_end=2166
+  _globals['_PREDICTRESPONSE']._serialized_start=2168
+  _globals['_PREDICTRESPONSE']._serialized_end=2244
+  _globals['_NETWORKSERVICE']._serialized_start=2648
+  _globals['_NETWORKSERVICE']._serialized_end=3149
 # @@protoc_insertion_point(module_scope)
