@@ -5,4 +5,5 @@ Each arrow points one way (docs/architecture.md):
     server (lifecycle) -> guard -> servicer -> convert -> prediction / fastpath -> model -> kernels
                                       |          status (the one error table)    training
                                       +-> store (interface) <- file_store (the only code on disk)
+                                                            <- postgres_store (the only SQL)
 """

@@ -197,7 +197,30 @@ def test_db_cut_off_during_train_predict_goes_on_and_both_converge(hosts):
     assert received == list(range(received[0], received[-1] + 1))
 
 
+def test_a_client_balances_by_itself_over_both_replicas_without_lb(hosts):
+    """gRPC round_robin over the replicas' addresses: the headless-service pattern (README)."""
+    net = hosts.net
+    target = "ipv4:" + ",".join(r.address for r in hosts.replicas.values())
+    with Client(target, timeout=TIMEOUT,
+                options=[("grpc.lb_policy_name", "round_robin")]) as client:
+        client.create_model([2, 4, 1], seed=4, model_id="spread")
+        for k in range(30):  # each client reads its own writes whichever replica answers
+            last = [p.version for p in client.train("spread", XOR_X, XOR_Y, epochs=2,
+                                                    learning_rate=0.5)][-1]
+            for _ in range(2):
+                _, seen = client.predict("spread", XOR_X, with_version=True)
+                assert seen >= last, (k, seen, last)
+        before = {host: net.packets_to(host) for host in ("a", "b")}
+        for _ in range(200):
+            client.predict("spread", XOR_X)
+    sent = {host: net.packets_to(host) - before[host] for host in ("a", "b")}
+    total = sum(sent.values())
+    # Round-robin per call: each replica took about half of the Predicts' packets.
+    assert min(sent.values()) >= 0.35 * total, sent
+
+
 def test_sigkill_of_the_lease_holder_frees_the_model_within_the_lease_bound(hosts):
+    """Last in the module: replica a stays dead (the next test's fixture would restart it)."""
     a, b = hosts.replicas["a"], hosts.replicas["b"]
     with Client(hosts.lb, timeout=TIMEOUT) as setup:
         setup.create_model([2, 8, 1], seed=2, model_id="orphan")
@@ -236,25 +259,3 @@ def test_sigkill_of_the_lease_holder_frees_the_model_within_the_lease_bound(host
         model = after.get_model("orphan", min_version=progress[-1].version)
     assert model.epochs_trained == before.epochs_trained + 10
     assert hosts.stored_version("orphan") == progress[-1].version
-
-
-def test_a_client_balances_by_itself_over_both_replicas_without_lb(hosts):
-    """gRPC round_robin over the replicas' addresses: the headless-service pattern (README)."""
-    net = hosts.net
-    target = "ipv4:" + ",".join(r.address for r in hosts.replicas.values())
-    with Client(target, timeout=TIMEOUT,
-                options=[("grpc.lb_policy_name", "round_robin")]) as client:
-        client.create_model([2, 4, 1], seed=4, model_id="spread")
-        for k in range(30):  # each client reads its own writes whichever replica answers
-            last = [p.version for p in client.train("spread", XOR_X, XOR_Y, epochs=2,
-                                                    learning_rate=0.5)][-1]
-            for _ in range(2):
-                _, seen = client.predict("spread", XOR_X, with_version=True)
-                assert seen >= last, (k, seen, last)
-        before = {host: net.packets_to(host) for host in ("a", "b")}
-        for _ in range(200):
-            client.predict("spread", XOR_X)
-    sent = {host: net.packets_to(host) - before[host] for host in ("a", "b")}
-    total = sum(sent.values())
-    # Round-robin per call: each replica took about half of the Predicts' packets.
-    assert min(sent.values()) >= 0.35 * total, sent
