@@ -379,7 +379,7 @@ def run(args) -> dict:
     network = None
     results = {"when": _dt.datetime.now().isoformat(timespec="seconds"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "python": platform.python_version(), "quick": args.quick}
+               "python": platform.python_version(), "quick": args.quick, "hosts": args.hosts}
     try:
         if args.hosts:
             from tests.hosts.topology import Network, usable
@@ -429,7 +429,8 @@ def render(results: dict) -> str:
     pg, file = predict["postgres/0"], predict["file/0"]
     lines = [
         SECTION, "",
-        f"`python benchmarks/stores.py{' --quick' if results['quick'] else ''}` on "
+        f"`python benchmarks/stores.py{' --quick' if results['quick'] else ''}"
+        f"{' --hosts' if results.get('hosts') else ''}` on "
         f"{results['when']} ({results['machine']}, Python {results['python']}). Ratios compare "
         "figures of this one run.", "",
         "| case | PostgreSQL store | file store | ratio |",
