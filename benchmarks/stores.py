@@ -248,8 +248,8 @@ def measure_commit(stores: dict[str, str], args) -> dict:
             arch = Architecture(sizes)
             params = initial_parameters(arch, Init.XAVIER, 0)
             times: dict[str, list[float]] = {name: [] for name in opened}
-            for name, store in opened.items():
-                store.create(f"commit-{label}", arch, params)
+            for store in opened.values():
+                store.create(f"commit-{label}", arch, params.copy())
             for block in range(args.commit_blocks):
                 names = list(opened) if block % 2 == 0 else list(opened)[::-1]
                 for name in names:
@@ -319,8 +319,6 @@ def observer_main(args) -> int:
 
 
 def measure_visibility(stores: dict[str, str], args, hosts=None) -> dict:
-    import numpy as np
-
     from jitnet.service.model import Architecture, Init, initial_parameters
     from jitnet.service.store import open_store
 
@@ -460,7 +458,7 @@ def render(results: dict) -> str:
         lines.append(f"| {name} | {zero['qps']:,.0f} | {current['qps']:,.0f} | "
                      f"{current['qps'] / zero['qps']:.2f}x |")
     errors = sum(p["errors"] for p in predict.values())
-    lines += ["", f"Predict rounds (QPS, in order): " + "; ".join(
+    lines += ["", "Predict rounds (QPS, in order): " + "; ".join(
         f"{key} {p['rounds']}" for key, p in predict.items()) + f". Failed calls: {errors}.",
         f"Commit to visible: {results['visible_where']}; a commit every 20 ms; the file "
         "store's observer re-checks every 0.5 s (the default --refresh-seconds), the "

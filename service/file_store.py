@@ -41,6 +41,7 @@ import numpy as np
 from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, LeaseLost, NotFound,
                      StorageFailed)
 from . import model_format
+from .model import Architecture
 from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
 from .store import (LoadReport, Lease, ModelRecord, ModelStore, frozen, is_valid_id,
                     validate_id)

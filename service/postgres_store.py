@@ -148,7 +148,6 @@ class PostgresStore(ModelStore):
         self._pool: ConnectionPool | None = None
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._listener_up = threading.Event()
         self._down_since: float | None = None  # monotonic time of the first failure of an outage
 
     # -- start-up -------------------------------------------------------------------------------
@@ -473,7 +472,6 @@ class PostgresStore(ModelStore):
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._resync(conn)
                     self._reachable()
-                    self._listener_up.set()
                     backoff = 0.05
                     next_poll = time.monotonic() + self.poll_seconds
                     next_beat = time.monotonic() + HEARTBEAT_SECONDS
@@ -493,10 +491,8 @@ class PostgresStore(ModelStore):
                         next_beat = now + HEARTBEAT_SECONDS
                         self._reachable()
             except psycopg.Error as exc:
-                self._listener_up.clear()
                 self._unreachable(exc)
             except Exception:  # noqa: BLE001 - a bug must not end the listener for good
-                self._listener_up.clear()
                 _LOGGER.exception("the store's listener failed; reconnecting")
             self._closing.wait(backoff)
             backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
@@ -540,7 +536,7 @@ class PostgresStore(ModelStore):
                 continue
             renewed = {epoch for (epoch,) in rows}
             for lease in held:
-                if lease.epoch not in renewed and not lease.released:
+                if lease.epoch not in renewed and not (lease.released or lease.lost):
                     lease.lost = True
                     _LOGGER.warning("the lease on model '%s' expired before it was renewed; "
                                     "its holder cannot commit any more", lease.model_id)
@@ -568,7 +564,7 @@ class PostgresLease(Lease):
         self.epoch = epoch
         self.record = record
         self.released = False
-        self.lost = False  # the renewer or a commit found it expired
+        self.lost = False  # the renewer or a commit found it expired (logged once)
 
     def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:

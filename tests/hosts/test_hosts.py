@@ -60,7 +60,8 @@ def test_a_model_made_and_trained_through_lb_is_predicted_identically_by_both(ho
         with Client(replica.address, timeout=TIMEOUT) as direct:
             out, seen = direct.predict("xor", XOR_X, with_version=True, min_version=0)
             answers[host] = (out.tobytes(), seen)
-    assert answers["a"] == answers["b"] and answers["a"][1] == version == hosts.stored_version("xor")
+    assert answers["a"] == answers["b"]
+    assert answers["a"][1] == version == hosts.stored_version("xor")
     assert np.all((np.frombuffer(answers["a"][0]) > 0.5) == XOR_Y.ravel().astype(bool))
 
 

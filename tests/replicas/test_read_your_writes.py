@@ -96,13 +96,14 @@ def test_a_version_the_store_never_had_is_failed_precondition_naming_both(pair):
     kind, writer, reader = pair
     create(writer.stub, "m")
     for stub in (writer.stub, reader.stub):
-        for call in (lambda: _predict(stub, "m", X1, 5), lambda: _predict(stub, "m", X4, 5),
-                     lambda: stub.GetModel(pb.GetModelRequest(model_id="m", min_version=5),
-                                           timeout=TIMEOUT),
-                     lambda: stub.Step(pb.StepRequest(model_id="m", input=[1.0, 0.0],
-                                                      target=[1.0], learning_rate=0.1,
-                                                      dry_run=True, min_version=5),
-                                       timeout=TIMEOUT)):
+        for call in (lambda s=stub: _predict(s, "m", X1, 5),
+                     lambda s=stub: _predict(s, "m", X4, 5),
+                     lambda s=stub: s.GetModel(pb.GetModelRequest(model_id="m", min_version=5),
+                                               timeout=TIMEOUT),
+                     lambda s=stub: s.Step(pb.StepRequest(model_id="m", input=[1.0, 0.0],
+                                                          target=[1.0], learning_rate=0.1,
+                                                          dry_run=True, min_version=5),
+                                           timeout=TIMEOUT)):
             with pytest.raises(grpc.RpcError) as info:
                 call()
             assert info.value.code() == C.FAILED_PRECONDITION

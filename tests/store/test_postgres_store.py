@@ -322,7 +322,8 @@ def test_a_refusal_by_the_database_is_storage_failed_not_unreachable(
     role = "reader_" + uuid.uuid4().hex[:8]
     _sql(postgres_cluster, postgres_dsn, f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
     try:
-        _sql(postgres_cluster, postgres_dsn, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        _sql(postgres_cluster, postgres_dsn,
+             f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
         reader = stores(f"postgresql://{role}:pw@{postgres_cluster.host}:{postgres_cluster.port}/"
                         f"{dbname_of(postgres_dsn)}")
         assert reader.get("m").version == 1  # it may read
