@@ -79,7 +79,7 @@ _SCHEMA_LOCK = zlib.crc32(b"jitnet schema") << 16
 # Connection settings used unless the DSN sets them. A cut link then fails a query within about
 # tcp_user_timeout instead of TCP's minutes of retransmissions; connect_timeout bounds a connect.
 CONNECTION_DEFAULTS = {
-    "connect_timeout": "3",
+    "connect_timeout": "5",
     "keepalives": "1",
     "keepalives_idle": "5",
     "keepalives_interval": "1",

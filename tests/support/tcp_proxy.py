@@ -69,7 +69,10 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
-            with self._lock:
+            with self._lock:  # checked again: a cut may have come while connecting
+                if not self._open:
+                    _close(client, upstream)
+                    continue
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
