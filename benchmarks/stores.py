@@ -370,7 +370,11 @@ def measure_visibility(stores: dict[str, str], args, hosts=None) -> dict:
 
 
 def run(args) -> dict:
-    from tests.support.postgres import Cluster
+    from tests.support.postgres import Cluster, binaries
+
+    if binaries() is None:
+        raise SystemExit("PostgreSQL is not installed: apt-get install -y "
+                         "--no-install-recommends postgresql")
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="jitnet-stores-"))
     cluster = None
