@@ -167,6 +167,15 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _known_store(location: str | None) -> str | None:
+    if location and "://" in location and not location.startswith(
+            ("file:", "postgresql://", "postgres://")):
+        scheme = location.split("://", 1)[0]  # never the rest: a DSN carries a password
+        return (f"{scheme}:// is not a store this server knows: give a directory, a file: URL "
+                "or a postgresql:// DSN")
+    return None
+
+
 def _show(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -190,7 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", _optional_text, "location", "where the models are: a directory or file: "
             "URL (the embedded file store), or a postgresql://user:password@host:port/db DSN "
             "shared by servers on many hosts (default: the --data-dir directory; set, it "
-            "replaces --data-dir). Prefer the variable for a DSN with a password"),
+            "replaces --data-dir). Prefer the variable for a DSN with a password",
+            check=_known_store),
     Setting("lease_seconds", _number, "number", "PostgreSQL store: a server that dies while "
             "changing a model frees the model at most this long after (default 10)",
             check=_at_least(0.5)),
