@@ -92,3 +92,30 @@ def test_version_memory_only_moves_forward():
     memory.created("m", 1)  # except a new model under the same id
     assert memory.min_version("m") == 1
     assert memory.min_version("m", np.int64(7)) == 7
+
+
+def test_the_async_client_remembers_and_sends_the_same_way(server):
+    import asyncio
+
+    from jitnet.client import AsyncClient
+    from jitnet.client.errors import FailedPrecondition
+
+    async def scenario():
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_model([2, 3, 1], seed=1, model_id="m")
+            versions = [p.version async for p in client.train("m", X, Y, epochs=20,
+                                                              learning_rate=0.5,
+                                                              report_every=10)]
+            assert client.versions.min_version("m") == versions[-1] == 3
+            _, seen = await client.predict("m", X, with_version=True)
+            assert seen == 3
+            with pytest.raises(FailedPrecondition, match="min_version 9"):  # it reaches the server
+                await client.predict("m", X, min_version=9)
+            with pytest.raises(FailedPrecondition, match="min_version 9"):
+                await client.get_model("m", min_version=9)
+            with pytest.raises(FailedPrecondition, match="min_version 9"):
+                await client.step("m", [0, 1], [1], 0.1, dry_run=True, min_version=9)
+            await client.delete_model("m")
+            assert client.versions.min_version("m") == 0
+
+    asyncio.run(scenario())
