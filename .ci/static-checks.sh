@@ -69,6 +69,38 @@ compose_spec_check() {
         docker-compose.yml
 }
 
+# The PostgreSQL override merged onto the base file: references by docker-compose, values by
+# compose-spec on the merged result.
+compose_postgres() {
+    docker-compose -f docker-compose.yml -f compose.postgres.yaml config -q &&
+        docker-compose -f docker-compose.yml -f compose.postgres.yaml config |
+        python -c 'import compose_spec, sys; compose_spec.PyCompose.from_yaml(sys.stdin.read())'
+}
+
+# Every resource of deploy/k8s/kustomization.yaml (and the Secret's example), strictly (unknown
+# fields fail), against the oldest and the newest Kubernetes that kubernetes-validate bundles
+# with GA gRPC probes (1.27 on).
+k8s_manifests() {
+    local files versions
+    files=$(python - <<'PY'
+import pathlib, yaml
+k8s = pathlib.Path("deploy/k8s")
+kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+print(" ".join(str(k8s / name) for name in [*kustomization["resources"], "store-secret.example.yaml"]))
+PY
+) || return 1
+    versions=$(python -c '
+from kubernetes_validate.utils import all_versions
+grpc_ga = sorted({v for v in all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 27)},
+                 key=lambda v: tuple(map(int, v.split("."))))
+print(grpc_ga[0], grpc_ga[-1])') || return 1
+    local version
+    for version in $versions; do
+        # shellcheck disable=SC2086 # one argument per file
+        kubernetes-validate --strict --quiet -k "$version" $files || return 1
+    done
+}
+
 hadolint_check() {
     # Default failure threshold is "info": any finding at all fails.
     hadolint Dockerfile
@@ -105,6 +137,8 @@ run "buf lint" buf_lint
 run "buf breaking (against $BRANCH)" buf_breaking
 run "docker-compose config" compose_config
 run "compose-spec" compose_spec_check
+run "compose.postgres.yaml (merged)" compose_postgres
+run "deploy/k8s (kubernetes-validate --strict)" k8s_manifests
 run "hadolint Dockerfile" hadolint_check
 run "deploy/nginx.compose.conf fresh" nginx_rendered
 run "promtool check config" promtool_config

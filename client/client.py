@@ -18,6 +18,10 @@ Conventions:
   an exception or Ctrl-C) cancels the call; the model keeps its last committed version.
 - A failed call raises a JitnetError subclass (see errors.py) carrying `.code` and `.details`,
   never a grpc.RpcError.
+- Read your writes: the client remembers the last version of each model it committed or saw
+  and asks for at least that version (`min_version`) on predict, get_model and dry-run step,
+  so behind a balancer it never reads a version older than its own last commit
+  (read_your_writes.py). A `min_version` argument overrides it (0: any version).
 - Enum-like arguments accept their short names in any case ("sigmoid", "TANH",
   "cross-entropy"), the proto names ("ACTIVATION_RELU") or the proto numbers.
 
@@ -40,6 +44,7 @@ from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
 from . import wire
 from .errors import InvalidArgument, JitnetError, from_rpc_error
+from .read_your_writes import VersionMemory
 from .results import GradientCheck, Model, Progress, StepTrace
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -111,10 +116,36 @@ class _ClientBase:
         self._channel, channel = self._open_channel(channel_options(options), interceptors)
         self._stub = pb_grpc.NetworkServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
+        # The last version of each model this client committed or saw, sent as min_version.
+        self.versions = VersionMemory()
 
     def _open_channel(self, options: list, interceptors: Sequence):
         """(the channel to close, the channel to call through)."""
         raise NotImplementedError
+
+    # Requests that read a version carry min_version: the caller's, else the last one seen.
+
+    def _get_model_request(self, model_id: str, include_weights: bool,
+                           min_version: int | None) -> pb.GetModelRequest:
+        return pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
+                                  raw=self.raw,
+                                  min_version=self.versions.min_version(model_id, min_version))
+
+    def _predict_request(self, model_id: str, inputs, min_version: int | None):
+        request, single = wire.predict_request(model_id, inputs, self.raw)
+        request.min_version = self.versions.min_version(model_id, min_version)
+        return request, single
+
+    def _step_request(self, model_id: str, input, target, learning_rate: float, dry_run: bool,
+                      min_version: int | None) -> pb.StepRequest:
+        request = wire.step_request(model_id, input, target, learning_rate, dry_run)
+        if dry_run:  # a Step that commits reads the newest version under its lease anyway
+            request.min_version = self.versions.min_version(model_id, min_version)
+        return request
+
+    def _saw(self, model: Model) -> Model:
+        self.versions.saw(model.id, model.version)
+        return model
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is None:
@@ -165,13 +196,17 @@ class Client(_ClientBase):
         request = wire.create_model_request(layer_sizes, hidden, output, loss, bias,
                                             gradient_mode, init, seed, layers, model_id,
                                             self.raw)
-        return wire.model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
+        model = wire.model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
+        self.versions.created(model.id, model.version)
+        return model
 
     def get_model(self, model_id: str, include_weights: bool = False, *,
-                  timeout: float | None = None) -> Model:
-        request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
-                                     raw=self.raw)
-        return wire.model_from_proto(self._call(self._stub.GetModel, request, timeout).model)
+                  min_version: int | None = None, timeout: float | None = None) -> Model:
+        """The model, at least `min_version` (default: the last version this client committed
+        or saw; 0: any)."""
+        request = self._get_model_request(model_id, include_weights, min_version)
+        return self._saw(wire.model_from_proto(self._call(self._stub.GetModel, request,
+                                                          timeout).model))
 
     def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                     timeout: float | None = None) -> list[Model]:
@@ -181,7 +216,7 @@ class Client(_ClientBase):
             reply = self._call(self._stub.ListModels,
                                pb.ListModelsRequest(page_size=page_size, page_token=token),
                                timeout)
-            models.extend(wire.model_from_proto(m) for m in reply.models)
+            models.extend(self._saw(wire.model_from_proto(m)) for m in reply.models)
             token = reply.next_page_token
             if not token or token in seen:  # a repeated token would loop forever
                 return models
@@ -189,6 +224,7 @@ class Client(_ClientBase):
 
     def delete_model(self, model_id: str, *, timeout: float | None = None) -> None:
         self._call(self._stub.DeleteModel, pb.DeleteModelRequest(model_id=model_id), timeout)
+        self.versions.forget(model_id)
 
     # -- training and inference --
 
@@ -208,6 +244,7 @@ class Client(_ClientBase):
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for msg in call:
+                self.versions.saw(request.model_id, msg.model_version)
                 yield wire.progress_from_proto(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
@@ -215,18 +252,24 @@ class Client(_ClientBase):
             call.cancel()  # a no-op once the call has ended
 
     def predict(self, model_id: str, inputs, *, with_version: bool = False,
-                timeout: float | None = None):
+                min_version: int | None = None, timeout: float | None = None):
         """Outputs [n, n_out] for inputs [n, n_in]; a 1-D input gives a 1-D output.
-        With with_version=True, returns (outputs, model_version)."""
-        request, single = wire.predict_request(model_id, inputs, self.raw)
+        With with_version=True, returns (outputs, model_version). Answered by version
+        `min_version` or newer (default: the last version this client committed or saw, so
+        it reads its own writes on any replica; 0: any version)."""
+        request, single = self._predict_request(model_id, inputs, min_version)
         reply = self._call(self._stub.Predict, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
         return wire.predict_outputs(reply, single, with_version)
 
     def step(self, model_id: str, input, target, learning_rate: float, *, dry_run: bool = False,
-             timeout: float | None = None) -> StepTrace:
-        """One iteration on one sample with every intermediate value; dry_run keeps the weights."""
-        request = wire.step_request(model_id, input, target, learning_rate, dry_run)
-        return wire.step_trace_from_proto(self._call(self._stub.Step, request, timeout), request)
+             min_version: int | None = None, timeout: float | None = None) -> StepTrace:
+        """One iteration on one sample with every intermediate value; dry_run keeps the weights
+        (and is answered by `min_version` or newer, as predict)."""
+        request = self._step_request(model_id, input, target, learning_rate, dry_run, min_version)
+        reply = self._call(self._stub.Step, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
+        return wire.step_trace_from_proto(reply, request)
 
     def check_gradients(self, model_id: str, input, target, *, epsilon: float = 0.0,
                         timeout: float | None = None) -> GradientCheck:
@@ -298,14 +341,15 @@ class AsyncClient(_ClientBase):
                                             gradient_mode, init, seed, layers, model_id,
                                             self.raw)
         reply = await self._call(self._stub.CreateModel, request, timeout)
-        return wire.model_from_proto(reply.model)
+        model = wire.model_from_proto(reply.model)
+        self.versions.created(model.id, model.version)
+        return model
 
     async def get_model(self, model_id: str, include_weights: bool = False, *,
-                        timeout: float | None = None) -> Model:
-        request = pb.GetModelRequest(model_id=model_id, include_weights=include_weights,
-                                     raw=self.raw)
+                        min_version: int | None = None, timeout: float | None = None) -> Model:
+        request = self._get_model_request(model_id, include_weights, min_version)
         reply = await self._call(self._stub.GetModel, request, timeout)
-        return wire.model_from_proto(reply.model)
+        return self._saw(wire.model_from_proto(reply.model))
 
     async def list_models(self, *, page_size: int = LIST_PAGE_SIZE,
                           timeout: float | None = None) -> list[Model]:
@@ -314,7 +358,7 @@ class AsyncClient(_ClientBase):
             reply = await self._call(self._stub.ListModels,
                                      pb.ListModelsRequest(page_size=page_size, page_token=token),
                                      timeout)
-            models.extend(wire.model_from_proto(m) for m in reply.models)
+            models.extend(self._saw(wire.model_from_proto(m)) for m in reply.models)
             token = reply.next_page_token
             if not token or token in seen:
                 return models
@@ -323,6 +367,7 @@ class AsyncClient(_ClientBase):
     async def delete_model(self, model_id: str, *, timeout: float | None = None) -> None:
         await self._call(self._stub.DeleteModel, pb.DeleteModelRequest(model_id=model_id),
                          timeout)
+        self.versions.forget(model_id)
 
     def train(self, model_id: str, inputs, targets, *, epochs: int, learning_rate: float,
               batch_size: int = 1, momentum: float = 0.0, shuffle: bool = False, seed: int = 0,
@@ -337,6 +382,7 @@ class AsyncClient(_ClientBase):
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             async for msg in call:
+                self.versions.saw(request.model_id, msg.model_version)
                 yield wire.progress_from_proto(msg, request.epochs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
@@ -344,15 +390,18 @@ class AsyncClient(_ClientBase):
             call.cancel()
 
     async def predict(self, model_id: str, inputs, *, with_version: bool = False,
-                      timeout: float | None = None):
-        request, single = wire.predict_request(model_id, inputs, self.raw)
+                      min_version: int | None = None, timeout: float | None = None):
+        request, single = self._predict_request(model_id, inputs, min_version)
         reply = await self._call(self._stub.Predict, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
         return wire.predict_outputs(reply, single, with_version)
 
     async def step(self, model_id: str, input, target, learning_rate: float, *,
-                   dry_run: bool = False, timeout: float | None = None) -> StepTrace:
-        request = wire.step_request(model_id, input, target, learning_rate, dry_run)
+                   dry_run: bool = False, min_version: int | None = None,
+                   timeout: float | None = None) -> StepTrace:
+        request = self._step_request(model_id, input, target, learning_rate, dry_run, min_version)
         reply = await self._call(self._stub.Step, request, timeout)
+        self.versions.saw(model_id, reply.model_version)
         return wire.step_trace_from_proto(reply, request)
 
     async def check_gradients(self, model_id: str, input, target, *, epsilon: float = 0.0,

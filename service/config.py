@@ -58,7 +58,11 @@ class Config:
     tls_key: str | None = None
     auth_token: str | None = None  # when set, calls need `authorization: Bearer <token>`
     log_level: str = "INFO"
-    refresh_seconds: float = 0.5  # how stale another process's commit may look at most
+    refresh_seconds: float = 0.5  # file store: how stale another process's commit may look
+    # Where the models are: a directory, a file: URL or a postgresql:// DSN. None: data_dir.
+    store: str | None = None
+    lease_seconds: float = 10.0  # PostgreSQL store: a dead holder's lease frees within this
+    store_poll_seconds: float = 5.0  # PostgreSQL store: the backstop re-read of every version
     # Observability (docs/operations.md): all off by default.
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on host:metrics_port
     access_log: bool = False  # one log line per call, with a request id
@@ -83,6 +87,11 @@ class Config:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{host}:{self.port}"
+
+    @property
+    def store_location(self) -> str:
+        """What open_store takes: --store when set, else the --data-dir directory."""
+        return self.store or self.data_dir
 
     @property
     def tls(self) -> bool:
@@ -186,6 +195,15 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _known_store(location: str | None) -> str | None:
+    if location and "://" in location and not location.startswith(
+            ("file:", "postgresql://", "postgres://")):
+        scheme = location.split("://", 1)[0]  # never the rest: a DSN carries a password
+        return (f"{scheme}:// is not a store this server knows: give a directory, a file: URL "
+                "or a postgresql:// DSN")
+    return None
+
+
 def _show(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -206,6 +224,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _log_level, "level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     Setting("refresh_seconds", _number, "number", "how often a cached model is checked against "
             "its file, for servers sharing a data directory (default 0.5)", check=_at_least(0)),
+    Setting("store", _optional_text, "location", "where the models are: a directory or file: "
+            "URL (the embedded file store), or a postgresql://user:password@host:port/db DSN "
+            "shared by servers on many hosts (default: the --data-dir directory; set, it "
+            "replaces --data-dir). Prefer the variable for a DSN with a password",
+            check=_known_store),
+    Setting("lease_seconds", _number, "number", "PostgreSQL store: a server that dies while "
+            "changing a model frees the model at most this long after (default 10)",
+            check=_at_least(0.5)),
+    Setting("store_poll_seconds", _number, "number", "PostgreSQL store: how often every model's "
+            "version is re-read, in case a change notice was lost (default 5)",
+            check=_at_least(0.1)),
     Setting("metrics_port", int, "port", "serve Prometheus metrics over HTTP at "
             "http://HOST:PORT/metrics; 0 picks a free one (default: no metrics)",
             check=_port_or_off),

@@ -21,6 +21,12 @@ class Busy(JitnetError):
     """The model is being trained by another call (locally or by another server process)."""
 
 
+class LeaseLost(JitnetError):
+    """A lease can no longer commit: it was released, or (PostgreSQL store) it expired while its
+    holder could not renew it and may now be someone else's. Nothing was stored; the model keeps
+    its last committed version. Like Busy, a concurrency conflict: the caller may retry."""
+
+
 class Diverged(JitnetError):
     """The loss turned non-finite; the model keeps its last committed, finite weights."""
 
@@ -35,6 +41,11 @@ class LimitExceeded(JitnetError):
 
 class Unavailable(JitnetError):
     """The server is draining or cannot serve this now; retrying elsewhere may succeed."""
+
+
+class StoreUnavailable(Unavailable):
+    """The model store cannot be reached (the database is down or cut off). Changes are refused;
+    Predict keeps answering from the versions in memory."""
 
 
 class Cancelled(JitnetError):

@@ -10,7 +10,8 @@ output buffer. What it cannot answer (another shape, an input that is not finite
 the size limit, a big-endian host) it leaves to the general path, which answers or says what is
 wrong: the servicer calls `predict_reply` (`infer_reply`) first and goes on when it returns
 None. Errors it does raise (an unknown model) are the ones the general path would raise for the
-same request.
+same request. A request's min_version costs one integer comparison here; a replica holding an
+older version leaves the request to the general path, which re-reads the store.
 
 The one other place that knows of this path is guard.may_return_bytes: Predict's and
 ModelInfer's replies may be the bytes made here (and the metrics count such a reply as one row).
@@ -30,6 +31,7 @@ from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
 from . import kernels
+from .errors import FailedPrecondition, NotFound
 from .store import ModelRecord
 
 # The wire's raw tensors are little-endian float64: on such a host, this machine's float64.
@@ -42,14 +44,23 @@ MAX_MODELS_PER_THREAD = 256
 def predict_reply(get_record: Callable[[str], ModelRecord], request: pb.PredictRequest,
                   max_reply_bytes: int) -> bytes | None:
     """The encoded PredictResponse for a one-sample raw request, or None for the general path.
-    `get_record` is the store's get (NotFound for an unknown model)."""
+    `get_record` is the store's get (NotFound for an unknown model; a model made a moment ago
+    on another replica is NotFound here until seen: a request with min_version leaves that
+    case to the general path as well)."""
     tensor = request.inputs
     dims = tensor.shape
     if len(dims) != 2 or dims[0] != 1 or len(tensor.values) or not _NATIVE_IS_WIRE:
         return None
     raw = tensor.raw  # a copy per read: read once, and only for one row
     model_id = request.model_id
-    record = get_record(model_id)
+    try:
+        record = get_record(model_id)
+    except (NotFound, FailedPrecondition):
+        if request.min_version:
+            return None  # made or repaired elsewhere a moment ago? The general path asks
+        raise
+    if record.version < request.min_version:
+        return None  # read your writes: the general path re-reads the store first
     prepared = _prepared(model_id, record)
     if len(raw) != len(prepared.inputs) or len(raw) != 8 * dims[1]:
         return None

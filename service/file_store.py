@@ -2,19 +2,13 @@
 
 Layout of the data directory:
 
-    <id>.jitnet             a model (format below)
+    <id>.jitnet             a model (model_format.py)
     .locks/<id>.lock        the per-model training lock (flock); made only for an existing
                             model, kept when the model is deleted
     .tmp-<id>-<pid>-<rand>  a write in progress; a crash can leave one behind, it is cleaned up
 
-Model file, format version 1 (all numbers little-endian):
-
-    magic "JITNETM\\0" (8 bytes) | format version u32 | metadata length u32 | parameter count u64
-    metadata: UTF-8 JSON (id, architecture, version, epochs_trained, iterations, last_loss,
-              create_time_ns, update_time_ns), space-padded to a multiple of 8 bytes
-    params:   parameter count x float64, the engine's flat buffer
-    velocity: parameter count x float64, the SGD momentum state
-    sha256 of everything above (32 bytes)
+A model file is one version in model_format's encoding (magic, format version, metadata,
+parameters, velocity, sha256), the same bytes the PostgreSQL store keeps in a row.
 
 Writes go to a temp file in the same directory, are fsynced, renamed over the old file
 (os.replace, or os.link for a create so two creators cannot both win) and the directory is
@@ -35,30 +29,26 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import secrets
-import struct
 import threading
 import time
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, InvalidArgument,
-                     NotFound, StorageFailed)
-from .model import Activation, Architecture, GradientMode, Loss
+from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, LeaseLost, NotFound,
+                     StorageFailed)
+from . import model_format
+from .model import Architecture
+from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
 from .store import (LoadReport, Lease, ModelRecord, ModelStore, frozen, is_valid_id,
                     validate_id)
 
 _LOGGER = logging.getLogger(__name__)
 
-MAGIC = b"JITNETM\x00"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sIIQ")  # magic, format version, metadata length, parameter count
-_DIGEST = 32  # sha256
+_HEADER = HEADER
 SUFFIX = ".jitnet"
 _TMP_PREFIX = ".tmp-"
 _LOCK_DIR = ".locks"
@@ -84,8 +74,7 @@ class _Entry:
     checked_at: float
 
 
-class _Unreadable(Exception):
-    pass
+_Unreadable = model_format.Unreadable
 
 
 class FileStore(ModelStore):
@@ -159,6 +148,17 @@ class FileStore(ModelStore):
             validate_id(model_id)
             with self._lock:
                 entry = self._refresh_entry(model_id)
+        if entry is None:
+            raise NotFound(f"model '{model_id}' not found")
+        if entry.record is None:
+            raise FailedPrecondition(entry.error)
+        return entry.record
+
+    def reread(self, model_id: str) -> ModelRecord:
+        """The newest committed version, its file checked now (re-read if it changed)."""
+        validate_id(model_id)
+        with self._lock:
+            entry = self._refresh_entry(model_id, force=True)
         if entry is None:
             raise NotFound(f"model '{model_id}' not found")
         if entry.record is None:
@@ -397,7 +397,8 @@ class FileLease(Lease):
         totals (None: unchanged). Takes ownership of the arrays (fresh ones are frozen in
         place, others copied)."""
         if self._fd < 0:
-            raise RuntimeError("commit after release")
+            raise LeaseLost(f"the lease on model '{self.model_id}' was released; nothing was "
+                            "stored, the model keeps its last committed version")
         base = self.record
         record = dataclasses.replace(
             base, version=base.version + 1,
@@ -426,42 +427,13 @@ def _storage_error(exc: OSError, model_id: str) -> Exception:
                          "kept")
 
 
-# -- the file format ------------------------------------------------------------------------------
 
-
-def _metadata(record: ModelRecord) -> bytes:
-    arch = record.arch
-    meta = {
-        "id": record.id,
-        "architecture": {
-            "layer_sizes": list(arch.layer_sizes),
-            "hidden_activation": arch.hidden_activation.name,
-            "output_activation": arch.output_activation.name,
-            "loss": arch.loss.name,
-            "bias": arch.bias,
-            "gradient_mode": arch.gradient_mode.name,
-        },
-        "version": record.version,
-        "epochs_trained": record.epochs_trained,
-        "iterations": record.iterations,
-        "last_loss": record.last_loss,
-        "create_time_ns": record.create_time_ns,
-        "update_time_ns": record.update_time_ns,
-    }
-    text = json.dumps(meta, sort_keys=True).encode()
-    return text + b" " * (-len(text) % 8)
+# -- the file: model_format's encoding, written and read in parts -------------------------------
 
 
 def _write_record(fd: int, record: ModelRecord) -> None:
-    meta = _metadata(record)
-    params = np.ascontiguousarray(record.params, dtype=_F8).view(np.uint8)
-    velocity = np.ascontiguousarray(record.velocity, dtype=_F8).view(np.uint8)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta), record.params.size)
-    digest = hashlib.sha256()
-    for part in (header, meta, params, velocity):
-        digest.update(part)
+    for part in model_format.parts(record):
         _write_all(fd, part)
-    _write_all(fd, digest.digest())
 
 
 def _write_all(fd: int, data) -> None:
@@ -472,50 +444,18 @@ def _write_all(fd: int, data) -> None:
 
 
 def _read(path: str, model_id: str) -> tuple[ModelRecord, _Signature]:
-    """Parses a model file; raises _Unreadable with a reason a person can act on."""
+    """Parses a model file straight into its arrays; raises _Unreadable with a reason a person
+    can act on."""
     with open(path, "rb") as f:
         signature = _Signature.of(os.fstat(f.fileno()))
         header = f.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            raise _Unreadable(f"truncated: {len(header)} bytes, shorter than the header")
-        magic, version, meta_len, count = _HEADER.unpack(header)
-        if magic != MAGIC:
-            raise _Unreadable("not a jitnet model file (wrong magic bytes)")
-        if version != FORMAT_VERSION:
-            raise _Unreadable(f"format version {version}; this server reads version "
-                              f"{FORMAT_VERSION}")
-        expected = _HEADER.size + meta_len + 16 * count + _DIGEST
-        if signature.size != expected:
-            raise _Unreadable(f"{'truncated' if signature.size < expected else 'too long'}: "
-                              f"{signature.size} bytes, its header says {expected}")
+        meta_len, count = model_format.sizes(header, signature.size)
         meta_bytes = f.read(meta_len)
         params = np.empty(count, dtype=_F8)
         velocity = np.empty(count, dtype=_F8)
         if (len(meta_bytes) != meta_len or f.readinto(params) != params.nbytes
                 or f.readinto(velocity) != velocity.nbytes):
             raise _Unreadable("truncated while reading")
-        stored_digest = f.read(_DIGEST)
-    digest = hashlib.sha256()
-    for part in (header, meta_bytes, params.view(np.uint8), velocity.view(np.uint8)):
-        digest.update(part)
-    if digest.digest() != stored_digest:
-        raise _Unreadable("checksum mismatch: the file is corrupt")
-    try:
-        meta = json.loads(meta_bytes.decode())
-        spec = meta["architecture"]
-        arch = Architecture(
-            tuple(spec["layer_sizes"]), Activation[spec["hidden_activation"]],
-            Activation[spec["output_activation"]], Loss[spec["loss"]], bool(spec["bias"]),
-            GradientMode[spec["gradient_mode"]])
-        record = ModelRecord(
-            str(meta["id"]), arch, int(meta["version"]), int(meta["epochs_trained"]),
-            int(meta["iterations"]), float(meta["last_loss"]), int(meta["create_time_ns"]),
-            int(meta["update_time_ns"]), frozen(params.astype(np.float64, copy=False)),
-            frozen(velocity.astype(np.float64, copy=False)))
-    except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
-        raise _Unreadable(f"bad metadata: {exc}") from None
-    if record.id != model_id:
-        raise _Unreadable(f"it holds model '{record.id}', not '{model_id}'")
-    if arch.n_params != count:
-        raise _Unreadable(f"{count} parameters stored, the architecture has {arch.n_params}")
-    return record, signature
+        stored_digest = f.read(model_format.DIGEST_SIZE)
+    return model_format.record_of(header, meta_bytes, params, velocity, stored_digest,
+                                  model_id), signature

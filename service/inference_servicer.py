@@ -86,9 +86,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return reply
         inp = convert.infer_input(request)
         result = prediction.predict(
-            self._get, self._limits, request.model_name, inp.rows,
-            lambda: convert.decode(inp),
-            convert.requested_version(request.model_name, request.model_version))
+            lambda name, _min_version: self._get(name),  # the protocol has no min_version
+            self._limits, request.model_name, inp.rows, lambda: convert.decode(inp),
+            version=convert.requested_version(request.model_name, request.model_version))
         reply = convert.infer_response(request, inp, result.outputs, result.version)
         limits.check_message(self._limits, reply.ByteSize(), "the ModelInfer reply")
         return reply

@@ -27,17 +27,18 @@ class Prediction(NamedTuple):
         return self.record.version
 
 
-def predict(get_record: Callable[[str], ModelRecord], limits_: Limits, model_id: str,
-            rows: int, decode: Callable[[], np.ndarray], version: int | None = None
-            ) -> Prediction:
-    """Outputs of the model's newest committed version. `get_record` is the store's get;
-    `decode` returns the inputs as a float64 [rows, n_in] (or [n_in]) array, raising
-    InvalidArgument for a malformed tensor; the model checks their width and finiteness.
-    `version`: when given, the caller asked for exactly that version (NotFound if it is not
-    the one served)."""
+def predict(get_record: Callable[[str, int], ModelRecord], limits_: Limits, model_id: str,
+            rows: int, decode: Callable[[], np.ndarray], *, min_version: int = 0,
+            version: int | None = None) -> Prediction:
+    """Outputs of the model's newest committed version, at least `min_version` (0: any).
+    `get_record` is the store's get_at_least (a replica holding an older version re-reads the
+    store; FailedPrecondition names both versions when it has none that new); `decode` returns
+    the inputs as a float64 [rows, n_in] (or [n_in]) array, raising InvalidArgument for a
+    malformed tensor; the model checks their width and finiteness. `version`: when given, the
+    caller asked for exactly that version (NotFound if it is not the one served)."""
     limits.check_rows(limits_, rows, "inputs")
     inputs = decode()
-    record = get_record(model_id)
+    record = get_record(model_id, min_version)
     require_version(record, version)
     rows = inputs.shape[0] if inputs.ndim == 2 else 1
     # Refused before the outputs are allocated, whatever the row limit allows.

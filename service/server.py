@@ -4,7 +4,9 @@ the command line (`python -m jitnet.service.server --port 0`; `jitnet serve` cal
 Lifecycle:
   start      the port answers at once; health is NOT_SERVING and NetworkService calls get
              UNAVAILABLE while a background thread compiles the kernels (warm-up) and loads the
-             stored models; then health turns SERVING.
+             stored models; then health turns SERVING. A store that cannot be reached (a
+             database that is down) is retried with backoff; the server stays NOT_SERVING
+             until the models are loaded.
   SIGTERM    (or SIGINT) health turns NOT_SERVING for good, new calls are refused (UNAVAILABLE),
              health Watch streams end (an open one would hold the drain), calls in flight get
              `grace_seconds` to finish, then they are cut (long work sees the cut and stops
@@ -48,7 +50,8 @@ from .observability import Observer, logs
 from .inference_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
 from .inference_servicer import InferenceServicer
 from .servicer import NetworkServicer
-from .store import ModelStore, open_store
+from .errors import StoreUnavailable
+from .store import LoadReport, ModelStore, open_store
 from .warmup import warm_up as default_warm_up
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ SERVICE_NAME = jitnet_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_nam
 # After the grace, how long handlers that cannot see the cut may still run before the process
 # exits without them.
 EXIT_MARGIN_SECONDS = 1.0
+
+# At start, the longest wait between two attempts to reach an unreachable store.
+STORE_RETRY_MAX_SECONDS = 5.0
 
 # Keepalive. The server pings a connection every minute and drops a peer that does not answer
 # within 20 s, so a client that vanished mid-Train has its call cancelled and its lease freed.
@@ -86,6 +92,7 @@ class ServerHandle:
     calls: CallGuard
     observer: Observer | None = None  # metrics, access log, traces; None when all are off
     startup_error: BaseException | None = None
+    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @property
     def metrics_port(self) -> int | None:
@@ -104,7 +111,9 @@ class ServerHandle:
             self.warm_up()
             warmed = time.perf_counter()
             (self.observer or QUIET).warmed_up(warmed - began)
-            report = self.store.open()
+            report = self._open_store()
+            if report is None:  # drained before the store could be reached
+                return
             _LOGGER.info("warm-up %.2f s; %d model(s) loaded from %s in %.2f s%s",
                          warmed - began, len(report.loaded), self.store.location,
                          time.perf_counter() - warmed,
@@ -123,12 +132,27 @@ class ServerHandle:
         self.health.serve()  # ignored once draining has begun
         _LOGGER.info("SERVING")
 
+    def _open_store(self) -> LoadReport | None:
+        """Loads the models; while the store is unreachable (a database that is down), retries
+        with backoff, NOT_SERVING meanwhile. None when a drain began first."""
+        delay = 0.5
+        while True:
+            try:
+                return self.store.open()
+            except StoreUnavailable as exc:
+                _LOGGER.warning("cannot load the models yet: %s. NOT_SERVING until they are "
+                                "loaded; retrying in %g s", exc, delay)
+            if self.stopping.wait(delay):
+                return None
+            delay = min(2 * delay, STORE_RETRY_MAX_SECONDS)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
 
     def drain(self, grace: float | None = None) -> threading.Event:
         """Health NOT_SERVING, refuse new calls, give calls in flight `grace` seconds (default
         the configured grace), then cut them. Returns the event set once fully stopped."""
+        self.stopping.set()
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(self.config.grace_seconds if grace is None else grace)
         self.health.end_watches()  # after stop(): a client's renewed Watch is refused
@@ -153,7 +177,9 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
         *KEEPALIVE_OPTIONS,
     ]
-    store = open_store(config.data_dir, refresh_seconds=config.refresh_seconds)
+    store = open_store(config.store_location, refresh_seconds=config.refresh_seconds,
+                       lease_seconds=config.lease_seconds,
+                       poll_seconds=config.store_poll_seconds)
     observer = Observer.of(config, store)
     if observer is not None:
         store.events = observer
@@ -222,7 +248,7 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
     handle.start()
-    _LOGGER.info("listening on %s:%d (%s, data dir %s, %d workers, auth %s)", config.host,
+    _LOGGER.info("listening on %s:%d (%s, store %s, %d workers, auth %s)", config.host,
                  handle.port, "TLS" if config.tls else "plaintext", handle.store.location,
                  config.workers, "bearer token" if config.auth_token else "off")
     if handle.observer is not None:
@@ -252,6 +278,7 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
         os._exit(0)
     if handle.observer is not None:
         handle.observer.close()
+    handle.store.close()
     _LOGGER.info("stopped")
     return 0
 

@@ -59,7 +59,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
     @mapped
     def GetModel(self, request, context):
         self._check_ready()
-        record = self._store.get(request.model_id)
+        record = self._store.get_at_least(request.model_id, request.min_version)
         if request.include_weights:  # refuse before building a reply that cannot be sent
             limits.check_weights_reply(self._limits, record.arch, record.id)
         reply = pb.GetModelResponse(
@@ -110,7 +110,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self._check_ready()
         inputs, target = convert.vector(request.input), convert.vector(request.target)
         if request.dry_run:
-            record = self._store.get(request.model_id)
+            record = self._store.get_at_least(request.model_id, request.min_version)
             limits.check_step_reply(self._limits, record.arch, record.id)
             result = record.network.step(inputs, target, request.learning_rate)
             return convert.step_response(result, record.version)
@@ -142,8 +142,9 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         tensor = request.inputs
         raw = tensor.raw  # a copy per read: read once
         result = prediction.predict(
-            self._get_record, self._limits, request.model_id, convert.rows_of(tensor),
-            lambda: convert.to_array(tensor, "inputs", raw, read_only=True))
+            self._store.get_at_least, self._limits, request.model_id, convert.rows_of(tensor),
+            lambda: convert.to_array(tensor, "inputs", raw, read_only=True),
+            min_version=request.min_version)
         reply = pb.PredictResponse(model_version=result.version)
         convert.write_array(reply.outputs, result.outputs, bool(raw))  # filled in place
         limits.check_message(self._limits, reply.ByteSize(), "the Predict reply")

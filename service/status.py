@@ -23,10 +23,12 @@ STATUS = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Busy: grpc.StatusCode.ABORTED,
+    errors.LeaseLost: grpc.StatusCode.ABORTED,
     errors.Diverged: grpc.StatusCode.FAILED_PRECONDITION,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,  # the database is unreachable
     errors.Cancelled: grpc.StatusCode.CANCELLED,  # DEADLINE_EXCEEDED when the deadline passed
     errors.StorageFailed: grpc.StatusCode.INTERNAL,
 }

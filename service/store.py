@@ -9,18 +9,27 @@ keeps and tests/store/test_contract.py checks against each one:
   * changing a model takes its `lease`: one holder at a time across every thread and server
     sharing the store (the others get Busy); each `Lease.commit` makes version + 1, durably,
     before it returns, and a version is seen whole or not at all;
+  * a lease that lost the right to commit (released; for a store whose leases expire, not
+    renewed in time, so that another server may hold the model now) never commits: its commit
+    raises LeaseLost and stores nothing. The store states how soon a dead holder's lease frees;
+  * `get_at_least(id, n)` answers version n or newer: a server holding an older version (or
+    none yet) re-reads that model from the store first; FailedPrecondition names both versions
+    when the store has none that new;
   * records are immutable (their arrays are read-only), so a reader holding one (Predict) never
     sees half-updated weights;
   * a model whose stored form cannot be read leaves the others serving: `get` raises
     FailedPrecondition saying why, unless this process read a good version earlier, which it
     keeps serving; changing it needs a readable version;
-  * another server's commit becomes visible here within the store's stated bound.
+  * another server's commit becomes visible here within the store's stated bound;
+  * a store that cannot reach its location (a database that is down) raises StoreUnavailable,
+    from `open` too; what is in memory keeps answering `get`.
 
 Implementations also report to `events` (events.Events; the server sets it): each commit with
 the seconds it took, each lease refused (Busy), each failure of their own (STORE_FAILURES).
 
-Implementations: file_store.FileStore (one directory, the default). `open_store` picks one from
-a location.
+Implementations: file_store.FileStore (one directory, the default; model_format.py is the
+stored form of a version), postgres_store.PostgresStore (a PostgreSQL database shared by servers
+on many hosts). `open_store` picks one from a location.
 """
 
 from __future__ import annotations
@@ -107,7 +116,8 @@ class Lease(abc.ABC):
     def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
         """Stores version + 1 durably, then makes it the served version, and returns it.
-        Counters are the new totals (None: unchanged). Takes ownership of the arrays."""
+        Counters are the new totals (None: unchanged). Takes ownership of the arrays.
+        LeaseLost, storing nothing, once the lease was released or lost."""
 
     @abc.abstractmethod
     def release(self) -> None:
@@ -129,12 +139,40 @@ class ModelStore(abc.ABC):
     @abc.abstractmethod
     def open(self) -> LoadReport:
         """Prepares the location and loads every model. A model that cannot be read is
-        reported with the reason; the others serve."""
+        reported with the reason; the others serve. StoreUnavailable when the location cannot
+        be reached now (the caller retries)."""
 
     @abc.abstractmethod
     def get(self, model_id: str) -> ModelRecord:
         """The newest committed version: NotFound, or FailedPrecondition saying why a model's
         stored form cannot be read."""
+
+    @abc.abstractmethod
+    def reread(self, model_id: str) -> ModelRecord:
+        """Reads the model's newest committed version from the store itself now, not from this
+        server's copy, updates the copy and returns it; errors as `get`."""
+
+    def get_at_least(self, model_id: str, min_version: int) -> ModelRecord:
+        """`get`, but version `min_version` or newer (0: any): a server whose copy is older, or
+        that has not seen the model yet, re-reads it from the store first. FailedPrecondition,
+        naming both versions, when the store has none that new. Read-your-writes across
+        servers (api.md): a client asks for the version it last committed or saw."""
+        if not min_version:
+            return self.get(model_id)
+        try:
+            record = self.get(model_id)
+            if record.version >= min_version:
+                return record
+        except (NotFound, FailedPrecondition):
+            pass  # perhaps made or repaired by another server a moment ago: ask the store
+        record = self.reread(model_id)
+        if record.version < min_version:
+            raise FailedPrecondition(
+                f"model '{model_id}' is at version {record.version}, older than the "
+                f"min_version {min_version} the request asks for, and the store has no newer "
+                "one (a model deleted and created again starts over at version 1: ask for "
+                "min_version 0)")
+        return record
 
     @abc.abstractmethod
     def ids(self) -> list[str]:
@@ -172,8 +210,23 @@ class ModelStore(abc.ABC):
         return records, False
 
 
-def open_store(location: str, *, refresh_seconds: float = 0.5) -> ModelStore:
-    """The store at `location`: a directory path or a file: URL (the embedded file store)."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(POSTGRES_SCHEMES)
+
+
+def open_store(location: str, *, refresh_seconds: float = 0.5, lease_seconds: float = 10.0,
+               poll_seconds: float = 5.0) -> ModelStore:
+    """The store at `location`: a directory path or a file: URL (the embedded file store; it
+    re-checks a cached model every `refresh_seconds`), or a postgresql:// DSN (a PostgreSQL
+    store; a dead holder's lease frees within `lease_seconds`, versions are re-read every
+    `poll_seconds` as a backstop for lost change notifications). Nothing is opened yet."""
+    if is_postgres(location):
+        from .postgres_store import PostgresStore
+
+        return PostgresStore(location, lease_seconds=lease_seconds, poll_seconds=poll_seconds)
     from .file_store import FileStore
 
     path = location[len("file:"):] if location.startswith("file:") else location

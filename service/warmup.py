@@ -58,7 +58,7 @@ def _predict(record: ModelRecord, inputs: np.ndarray, raw: bool) -> None:
     """Predict as the servicer runs it: the fast path first, then the prediction entry."""
     request = pb.PredictRequest(model_id=record.id, inputs=convert.from_array(inputs, raw))
     if fastpath.predict_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
-        prediction.predict(lambda _: record, _LIMITS, record.id, inputs.shape[0],
+        prediction.predict(lambda _id, _min: record, _LIMITS, record.id, inputs.shape[0],
                            lambda: _decoded(inputs, raw, read_only=True))
     for datatype, wire in (("FP64", "<f8"), ("FP32", "<f4")):
         _infer(record, inputs, datatype, wire, raw)
@@ -76,7 +76,7 @@ def _infer(record: ModelRecord, inputs: np.ndarray, datatype: str, wire: str, ra
             inputs.ravel().tolist())
     if fastpath.infer_reply(lambda _: record, request, _LIMITS.max_message_bytes) is None:
         inp = inference_convert.infer_input(request)
-        prediction.predict(lambda _: record, _LIMITS, record.id, inp.rows,
+        prediction.predict(lambda _id, _min: record, _LIMITS, record.id, inp.rows,
                            lambda: inference_convert.decode(inp))
 
 

@@ -1,6 +1,6 @@
 """Every test folder shares one harness: tests/support (fixtures, request builders, waits)."""
 
-pytest_plugins = ("tests.support.fixtures",)
+pytest_plugins = ("tests.support.fixtures", "tests.support.postgres")
 
 
 def pytest_terminal_summary(terminalreporter):

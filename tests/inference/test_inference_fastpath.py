@@ -38,7 +38,7 @@ def _request(x, model="m", **fields) -> oip.ModelInferRequest:
 def _general(record, request) -> bytes:
     """What the servicer's general path sends for the same request."""
     inp = convert.infer_input(request)
-    result = prediction.predict(lambda _: record, Limits(), request.model_name, inp.rows,
+    result = prediction.predict(lambda _id, _min: record, Limits(), request.model_name, inp.rows,
                                 lambda: convert.decode(inp))
     return convert.infer_response(request, inp, result.outputs,
                                   result.version).SerializeToString()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jitnet.service.errors import (AlreadyExists, Busy, FailedPrecondition, InvalidArgument,
-                                   JitnetError, NotFound)
+                                   LeaseLost, NotFound)
 from jitnet.service.model import (Activation, Architecture, GradientMode, Init, Loss,
                                   initial_parameters)
 
@@ -33,7 +33,7 @@ def _params(seed=0) -> np.ndarray:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, tmp_path):
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](tmp_path, request.getfixturevalue)
     yield made
     made.close()
 
@@ -200,13 +200,14 @@ def test_leases_of_different_models_are_independent(store):
         assert b.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0).version == 2
 
 
-def test_a_released_lease_cannot_commit(store):
+def test_a_released_lease_cannot_commit(store, backend):
     store.create("m", ARCH, _params())
     lease = store.lease("m")
     lease.release()
-    with pytest.raises((RuntimeError, JitnetError)):
+    with pytest.raises(LeaseLost, match="'m'.*nothing was stored"):
         lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0)
     assert store.get("m").version == 1
+    assert backend.store().get("m").params.tobytes() == _params().tobytes()
 
 
 def _busy(store, model_id) -> bool:
@@ -275,6 +276,38 @@ def test_another_process_shares_models_and_leases(store, backend):
     arch = Architecture((2, 3, 1))
     assert (record.version, record.iterations, record.last_loss) == (2, 4, 0.5)
     assert record.params.tobytes() == (initial_parameters(arch, Init.XAVIER, 7) * 2).tobytes()
+
+
+# -- read your writes ---------------------------------------------------------------------------
+
+
+def test_get_at_least_rereads_what_another_server_committed(store, backend):
+    """A server that would not look for changes by itself for a minute still answers a version
+    at least as new as asked: it re-reads the model from the store."""
+    other = backend.store(attentive=False)
+    store.create("m", ARCH, _params())
+    assert other.get_at_least("m", 1).version == 1  # made a moment ago on another server
+    with store.lease("m") as lease:
+        for k in range(1, 6):
+            committed = lease.commit(_params(k), np.zeros(ARCH.n_params), last_loss=1.0 / k)
+            seen = other.get_at_least("m", committed.version)
+            assert seen.version >= committed.version
+            assert seen.params.tobytes() == _params(k).tobytes()
+    assert other.get_at_least("m", 0).version == 6
+    assert other.get("m").version == 6  # the re-read copy is what get serves now too
+
+
+def test_get_at_least_names_both_versions_when_the_store_has_none_that_new(store, backend):
+    store.create("m", ARCH, _params())
+    for asking in (store, backend.store(attentive=False)):
+        with pytest.raises(FailedPrecondition) as info:
+            asking.get_at_least("m", 7)
+        message = str(info.value)
+        assert "'m'" in message and "version 1" in message and "min_version 7" in message
+    with pytest.raises(NotFound):
+        store.get_at_least("nope", 1)
+    with pytest.raises(InvalidArgument):
+        store.get_at_least("../x", 1)
 
 
 # -- a damaged model -----------------------------------------------------------------------------

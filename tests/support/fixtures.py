@@ -41,6 +41,7 @@ class Running:
     def close(self) -> None:
         self.channel.close()
         self.handle.drain(0).wait(10)
+        self.handle.store.close()
 
 
 @pytest.fixture

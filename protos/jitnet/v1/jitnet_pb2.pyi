@@ -133,14 +133,16 @@ class CreateModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("model_id", "include_weights", "raw")
+    __slots__ = ("model_id", "include_weights", "raw", "min_version")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     include_weights: bool
     raw: bool
-    def __init__(self, model_id: _Optional[str] = ..., include_weights: _Optional[bool] = ..., raw: _Optional[bool] = ...) -> None: ...
+    min_version: int
+    def __init__(self, model_id: _Optional[str] = ..., include_weights: _Optional[bool] = ..., raw: _Optional[bool] = ..., min_version: _Optional[int] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -217,18 +219,20 @@ class TrainResponse(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., iterations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., model_version: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("model_id", "input", "target", "learning_rate", "dry_run")
+    __slots__ = ("model_id", "input", "target", "learning_rate", "dry_run", "min_version")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _containers.RepeatedScalarFieldContainer[float]
     target: _containers.RepeatedScalarFieldContainer[float]
     learning_rate: float
     dry_run: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Iterable[float]] = ..., target: _Optional[_Iterable[float]] = ..., learning_rate: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    min_version: int
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Iterable[float]] = ..., target: _Optional[_Iterable[float]] = ..., learning_rate: _Optional[float] = ..., dry_run: _Optional[bool] = ..., min_version: _Optional[int] = ...) -> None: ...
 
 class LayerTrace(_message.Message):
     __slots__ = ("net", "output", "error", "delta", "updated", "before")
@@ -257,12 +261,14 @@ class StepResponse(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[LayerTrace, _Mapping]]] = ..., loss: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model_id", "inputs")
+    __slots__ = ("model_id", "inputs", "min_version")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     inputs: Tensor
-    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    min_version: int
+    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., min_version: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("outputs", "model_version")
