@@ -161,6 +161,23 @@ def test_calls_outliving_the_grace_are_cut_and_the_process_exits_in_time(spawn):
 
 
 @pytest.mark.slow
+def test_a_call_cut_at_the_grace_ends_and_the_process_exits_0(spawn):
+    """Only a Train that sees the cut between chunks outlives the grace: the process waits for
+    its handler to return (the exit margin) and exits 0 the ordinary way."""
+    grace = 1.0
+    server = spawn("--grace-seconds", str(grace))
+    create(server.stub, "long")
+    stream = server.stub.Train(long_train_request("long"), timeout=60)
+    next(stream)
+    began = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert code_of(lambda: list(stream)) in (C.CANCELLED, C.UNAVAILABLE)
+    assert server.wait(grace + 10) == 0
+    assert time.monotonic() - began < grace + 2.5
+    assert "draining" in server.log and "stopped" in server.log
+
+
+@pytest.mark.slow
 def test_a_second_signal_cuts_at_once(spawn):
     server = spawn("--grace-seconds", "30")
     create(server.stub, "t")

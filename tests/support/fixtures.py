@@ -6,15 +6,18 @@ session (`warmed`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+import signal
+import subprocess
 
 import pytest
 from jitnet.client import Client
 from jitnet.service import warmup
 
 from .rpc import ARTICLE_HIDDEN, ARTICLE_OUTPUT
-from .servers import InProcessServer, ServerProcess, start_in_process
+from .servers import STOP_TIMEOUT, InProcessServer, ServerProcess, start_in_process
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +57,10 @@ def stub(server):
 @pytest.fixture
 def spawn(tmp_path, warmed):
     """spawn(*flags, data_dir=None, env=None, serving=True) -> ServerProcess:
-    `python -m jitnet.service.server` on 127.0.0.1 port 0 (SERVING unless `serving=False`),
-    killed by pid at the end. Tests that use it are marked slow."""
+    `python -m jitnet.service.server` on 127.0.0.1 port 0 (SERVING unless `serving=False`).
+    At the end each one still running is stopped by its pid: SIGTERM (so it exits as in
+    production, through its drain), SIGKILL if it has not exited in time. Tests that use it
+    are marked slow."""
     started: list[ServerProcess] = []
 
     def start(*flags: str, data_dir=None, env=None, serving: bool = True) -> ServerProcess:
@@ -67,6 +72,11 @@ def spawn(tmp_path, warmed):
 
     yield start
     for server in started:
+        if server.proc.poll() is None:
+            server.signal(signal.SIGTERM)
+    for server in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(STOP_TIMEOUT)
         server.close()
 
 
