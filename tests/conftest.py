@@ -4,17 +4,16 @@ import pytest
 
 pytest_plugins = ("tests.support.fixtures",)
 
-# Fixtures that start server processes (or nginx): a test using one is slow, and must say so
-# (`@pytest.mark.slow`), so that `pytest -m "not slow"` is a quick run. CI runs everything.
+# Fixtures that start server processes (or nginx): a test using one is slow, so that
+# `pytest -m "not slow"` is a quick run (CI runs everything). Such tests say so with
+# `@pytest.mark.slow`; one that does not is marked here all the same.
 PROCESS_FIXTURES = {"spawn", "stack", "fresh_stack"}
 
 
 def pytest_collection_modifyitems(config, items):
-    unmarked = [item.nodeid for item in items if PROCESS_FIXTURES & set(item.fixturenames)
-                and not item.get_closest_marker("slow")]
-    if unmarked:
-        raise pytest.UsageError("tests that start server processes must be marked slow: "
-                                + ", ".join(unmarked))
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_terminal_summary(terminalreporter):
