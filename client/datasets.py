@@ -6,6 +6,8 @@ Built-in sets (inputs X [n, n_in], targets Y [n, n_out], float64):
     digits  scikit-learn's 8x8 digits: 1797 rows, 64 pixels / 16, one-hot targets over 10
     iris    scikit-learn's iris: 150 rows, 4 standardised features, one-hot targets over 3
 
+ARTICLE_HIDDEN and ARTICLE_OUTPUT are the weights of the article's 2-4-1 network (no bias).
+
 digits and iris need scikit-learn (`pip install scikit-learn`); it is not a dependency of
 jitnet, so it is imported only when one of them is asked for.
 
@@ -33,6 +35,11 @@ class DataSet(NamedTuple):
     inputs: np.ndarray  # [n, n_in]
     targets: np.ndarray | None  # [n, n_out]
     name: str
+
+
+# The article's network (2-4-1, sigmoid, no bias): input -> hidden [4, 2], hidden -> output [1, 4].
+ARTICLE_HIDDEN = [[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]
+ARTICLE_OUTPUT = [[0.6, 0.7, 0.3, 0.4]]
 
 
 def xor() -> DataSet:

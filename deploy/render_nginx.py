@@ -3,10 +3,13 @@
     render(["127.0.0.1:50061", "127.0.0.1:50062"], "127.0.0.1:50070") -> str
 
 Compose mounts deploy/nginx.compose.conf, rendered from the same template with the compose
-values below; a test checks that file is fresh. Loopback tests call render() with their ports.
+values below; a test checks that file is fresh. Loopback tests render with their own ports.
 
     python deploy/render_nginx.py            # rewrite deploy/nginx.compose.conf
     python deploy/render_nginx.py --check    # exit 1 if it is stale
+    python deploy/render_nginx.py --upstream 127.0.0.1:50061 --upstream 127.0.0.1:50062 \
+        --listen 127.0.0.1:50070             # print a config for these addresses (exit 2 if
+                                             # one is not an address)
 """
 
 from __future__ import annotations
@@ -68,7 +71,19 @@ def render_compose() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help=f"fail if {COMPOSE_CONF.name} is stale")
+    parser.add_argument("--upstream", action="append", metavar="ADDRESS",
+                        help="print a config for this backend instead (repeat for each one)")
+    parser.add_argument("--listen", metavar="ADDRESS", help="with --upstream: nginx's address")
     args = parser.parse_args(argv)
+    if args.upstream or args.listen:
+        if not (args.upstream and args.listen):
+            parser.error("--upstream and --listen go together")
+        try:
+            sys.stdout.write(render(args.upstream, args.listen))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     text = render_compose()
     if args.check:
         current = COMPOSE_CONF.read_text(encoding="utf-8") if COMPOSE_CONF.exists() else None

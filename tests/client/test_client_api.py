@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import shutil
-import socket
-import subprocess
 import time
-from concurrent import futures
 
 import grpc
 import numpy as np
 import pytest
-from .client_support import ARTICLE_HIDDEN, ARTICLE_OUTPUT, start_server
-
 from jitnet import client as jc
-from jitnet.client import Client, cli, errors
-from jitnet.v1 import jitnet_pb2 as pb
+from jitnet.client import Client, errors
 
-XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
-XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+from tests.support.rpc import ARTICLE_HIDDEN, ARTICLE_OUTPUT, XOR, C, unless
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
+
+XOR_X, XOR_Y = XOR.inputs, XOR.targets
 
 
 class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -181,15 +177,10 @@ def _long_training(client, model_id):
                         report_every=1)
 
 
-def _eventually(fn, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return fn()
-        except errors.Aborted:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+def _when_free(client, model_id):
+    """A real Step on the model once no Train holds it (ABORTED until then)."""
+    return wait_for(lambda: unless(lambda: client.step(model_id, [0, 0], [0], 0.1), C.ABORTED),
+                    10, 0.05, f"{model_id} free")
 
 
 def test_closing_the_progress_generator_cancels_training(client, model_id):
@@ -204,7 +195,7 @@ def test_closing_the_progress_generator_cancels_training(client, model_id):
     client.predict(model_id, [0.5, 0.5])
     progress.close()  # cancels the call
     # The server stops between chunks and releases the model.
-    trace = _eventually(lambda: client.step(model_id, [0, 0], [0], 0.1))
+    trace = _when_free(client, model_id)
     m = client.get_model(model_id)
     assert m.version == trace.version and m.epochs_trained < 1_000_000
 
@@ -214,7 +205,7 @@ def test_train_deadline_and_interrupted_iteration(client, model_id):
     for p in progress:  # leaving the loop by break, then dropping the generator, cancels too
         break
     progress.close()
-    _eventually(lambda: client.step(model_id, [0, 0], [0], 0.1))
+    _when_free(client, model_id)
     with pytest.raises(errors.DeadlineExceeded):
         for _ in client.train(model_id, np.random.default_rng(0).random((200, 2)),
                               np.zeros((200, 1)), epochs=1_000_000, learning_rate=0.01,
@@ -240,6 +231,7 @@ def test_every_unary_call_has_a_deadline(address, model_id):
         c.predict(model_id, [[0, 1]])
         c.step(model_id, [0, 1], [1], 0.1, dry_run=True)
         list(c.train(model_id, XOR_X, XOR_Y, epochs=2, learning_rate=0.1))
+        list(c.train(model_id, XOR_X, XOR_Y, epochs=2, learning_rate=0.1, timeout=30))
         c.predict(model_id, [[0, 1]], timeout=3.0)
         c.delete_model(model_id)
     methods = {m.rsplit("/", 1)[-1] for m, _ in recorder.calls}
@@ -249,7 +241,7 @@ def test_every_unary_call_has_a_deadline(address, model_id):
     assert all(t is not None for _, t in unary), unary
     assert {t for _, t in unary} == {12.5, 3.0}
     # Train is a stream: no deadline unless asked for (closing it cancels instead).
-    assert [t for m, t in recorder.calls if m.endswith("/Train")] == [None]
+    assert [t for m, t in recorder.calls if m.endswith("/Train")] == [None, 30]
 
 
 def test_a_client_needs_a_deadline():
@@ -305,38 +297,22 @@ def test_divergence_is_failed_precondition(client, model_id):
         assert np.isfinite(w).all()  # the last good weights are kept
 
 
-def _slow_server(seconds: float):
-    """A server whose NetworkService.ListModels takes `seconds` to answer."""
-    def slow(request, context):
-        time.sleep(seconds)
-        return pb.ListModelsResponse()
+def test_deadline_exceeded_and_unavailable(make_server, monkeypatch):
+    server = make_server()
+    page = server.handle.store.page
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "jitnet.v1.NetworkService",
-        {"ListModels": grpc.unary_unary_rpc_method_handler(
-            slow, request_deserializer=pb.ListModelsRequest.FromString,
-            response_serializer=pb.ListModelsResponse.SerializeToString)}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
+    def slow_page(after, limit):  # ListModels takes a second to answer
+        time.sleep(1.0)
+        return page(after, limit)
 
-
-def test_deadline_exceeded_and_unavailable():
-    server, port = _slow_server(1.0)
-    try:
-        with Client(f"127.0.0.1:{port}", timeout=0.2) as c:
-            with pytest.raises(errors.DeadlineExceeded) as info:
-                c.list_models()
-            assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-            with pytest.raises(errors.InvalidArgument):
-                c.list_models(timeout=0)
-    finally:
-        server.stop(None)
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with Client(f"127.0.0.1:{port}", timeout=5) as nowhere:
+    monkeypatch.setattr(server.handle.store, "page", slow_page)
+    with Client(server.address, timeout=0.2) as c:
+        with pytest.raises(errors.DeadlineExceeded) as info:
+            c.list_models()
+        assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(errors.InvalidArgument):
+            c.list_models(timeout=0)
+    with Client(f"127.0.0.1:{free_port()}", timeout=5) as nowhere:  # nobody listens there
         with pytest.raises(errors.Unavailable) as info:
             nowhere.health()
     assert info.value.code is grpc.StatusCode.UNAVAILABLE
@@ -345,20 +321,6 @@ def test_deadline_exceeded_and_unavailable():
 def test_resource_exhausted(client):
     with pytest.raises(errors.ResourceExhausted):
         client.create_model([5000, 5000, 1])  # 25M parameters, over the default 10M
-
-
-def test_unauthenticated_without_the_token(tmp_path):
-    running = start_server(tmp_path, auth_token="s3cret")
-    try:
-        with Client(running.address) as anonymous:
-            assert anonymous.health() == "SERVING"  # health needs no token
-            with pytest.raises(errors.Unauthenticated) as info:
-                anonymous.list_models()
-            assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
-        with Client(running.address, token="s3cret") as c:
-            assert c.list_models() == []
-    finally:
-        running.stop()
 
 
 @pytest.mark.parametrize("code", list(grpc.StatusCode))
@@ -412,30 +374,3 @@ def test_async_client(address, model_id):
             await c.delete_model(m.id)
 
     asyncio.run(scenario())
-
-
-# --- TLS ----------------------------------------------------------------------------------
-
-def test_tls_with_a_root_certificate(tmp_path, capsys):
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    running = start_server(tmp_path / "models", {"root_certificates": cert.read_bytes()},
-                           tls_cert=str(cert), tls_key=str(key))
-    address = running.address
-    try:
-        with Client(address, root_certificates=cert.read_bytes()) as c:
-            assert c.list_models() == []
-        with Client(address, tls=True, root_certificates=str(cert)) as c:
-            assert c.health() == "SERVING"
-        with Client(address, timeout=2) as plaintext:
-            with pytest.raises(errors.Unavailable):
-                plaintext.health()
-        assert cli.main(["health", "--target", address, "--ca-cert", str(cert)]) == 0
-        assert capsys.readouterr().out.strip() == "SERVING"
-    finally:
-        running.stop()

@@ -7,9 +7,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from jitnet.client import Client
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.servers import ROOT
+
+pytestmark = pytest.mark.slow
+
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 
 # A floor far below what this 2-core box does (~5,000 calls in 6 s with 4 users, ~1k calls/s):

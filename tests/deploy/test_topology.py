@@ -1,5 +1,6 @@
 """The compose topology, run for real on loopback: two replicas on one data directory behind
-Debian's nginx with deploy/nginx.conf (see conftest.py), and `jitnet.client.Client` through it.
+Debian's nginx with deploy/nginx.conf (tests/support/topology.py), and `jitnet.client.Client`
+through it.
 
 Which replica answered a call is read from nginx's access log (`$upstream_addr`), never from the
 API; each replica is also called directly.
@@ -7,29 +8,21 @@ API; each replica is also called directly.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
 import numpy as np
+import pytest
 from jitnet.client import Client
 from jitnet.client.errors import JitnetError
 
-XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])
-TIMEOUT = 20.0
+from tests.support.rpc import TIMEOUT, XOR
+from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow
 
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _access_log_settled(nginx, count: int, timeout: float = 5.0) -> None:
-    """nginx writes a call's log line as it finishes it, just after the client got its reply."""
-    _wait_for(lambda: len(nginx.entries()) >= count, timeout, f"{count} access-log lines")
+XOR_X, XOR_Y = XOR.inputs, XOR.targets
 
 
 def test_both_replicas_serve_directly_and_through_nginx(stack):
@@ -45,7 +38,7 @@ def test_nginx_balances_calls_over_both_replicas(stack):
         mark = len(stack.nginx.entries())
         for _ in range(40):
             client.predict("balanced", XOR_X)
-    _access_log_settled(stack.nginx, mark + 40)
+    stack.nginx.settled(mark + 40)
     served = stack.nginx.served("Predict", since=mark)
     addresses = {r.address for r in stack.replicas}
     assert set(served) == addresses, (served, stack.nginx.stderr)
@@ -74,7 +67,7 @@ def test_a_model_trained_through_nginx_predicts_identically_on_every_replica(sta
                 with Client(replica.address, timeout=TIMEOUT) as direct:
                     versions.append(direct.get_model("consistent").version)
             return versions == [version, version]
-        _wait_for(both_current, 5.0, f"both replicas at version {version}", 0.05)
+        wait_for(both_current, 5.0, 0.05, f"both replicas at version {version}")
 
         expected = {}
         for replica in stack.replicas:
@@ -99,7 +92,7 @@ def test_a_model_trained_through_nginx_predicts_identically_on_every_replica(sta
     assert seen == {reference}, f"{len(seen)} distinct (outputs, version) pairs through nginx"
     assert np.all((np.frombuffer(reference[0]) > 0.5) == XOR_Y.ravel().astype(bool))
 
-    _access_log_settled(stack.nginx, mark + calls + 20)
+    stack.nginx.settled(mark + calls + 20)
     served = stack.nginx.served("Predict", since=mark)
     assert len(served) == 2 and min(served.values()) >= 30, served
 
@@ -147,17 +140,17 @@ def test_predict_keeps_succeeding_while_a_replica_drains_and_exits(fresh_stack):
         thread.start()
     try:
         # Traffic reaches both replicas before one leaves.
-        _wait_for(lambda: len(stack.nginx.served("Predict")) == 2
-                  and min(stack.nginx.served("Predict").values()) >= 20, 15.0,
-                  "Predict calls served by both replicas")
+        wait_for(lambda: len(stack.nginx.served("Predict")) == 2
+                 and min(stack.nginx.served("Predict").values()) >= 20, 15.0,
+                 what="Predict calls served by both replicas")
         ok_before = results["ok"]
-        leaving.terminate()  # SIGTERM, by pid, while the calls keep flowing
+        leaving.signal(signal.SIGTERM)  # by pid, while the calls keep flowing
         code = leaving.proc.wait(15)
         exited_at = len(stack.nginx.entries())
         ok_at_exit = results["ok"]
         # Keep calling for a while after the exit: nginx must route everything to the survivor,
         # including when it retries the dead replica after fail_timeout (1 s).
-        _wait_for(lambda: results["ok"] >= ok_at_exit + 300, 20.0, "calls after the exit")
+        wait_for(lambda: results["ok"] >= ok_at_exit + 300, 20.0, what="calls after the exit")
         time.sleep(1.2)  # past fail_timeout: nginx tries the dead replica again, and moves on
     finally:
         stop.set()
@@ -169,7 +162,7 @@ def test_predict_keeps_succeeding_while_a_replica_drains_and_exits(fresh_stack):
     assert results["failed"] == [], (results["failed"][:5], stack.nginx.stderr[-2000:])
     assert ok_before > 0 and results["ok"] > ok_at_exit + 300, results["ok"]
     assert versions == {1}
-    _access_log_settled(stack.nginx, exited_at + 300)
+    stack.nginx.settled(exited_at + 300)
     after = stack.nginx.served("Predict", since=exited_at)
     assert set(after) == {survivor.address}, after
     # A call that reached the leaving replica as it shut down may have failed at nginx (502,

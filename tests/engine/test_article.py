@@ -5,13 +5,14 @@ gradient step; and the article's vocabulary (4 iterations = 1 XOR epoch)."""
 import numpy as np
 import pytest
 
+from jitnet.client import datasets
 from jitnet.service import kernels, training
 from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
 
 from . import naive
 
-HIDDEN_W = np.array([[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]])
-OUTPUT_W = np.array([[0.6, 0.7, 0.3, 0.4]])
+HIDDEN_W = np.array(datasets.ARTICLE_HIDDEN)
+OUTPUT_W = np.array(datasets.ARTICLE_OUTPUT)
 INPUT, TARGET, LR = [0.0, 1.0], [1.0], 0.001
 
 # The article's printed numbers, line by line.

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 # jit_only: the rerun deselects this very test, and the skip guards any other way in.
-pytestmark = pytest.mark.jit_only
+pytestmark = [pytest.mark.jit_only, pytest.mark.slow]
 
 
 @pytest.mark.skipif(NOJIT, reason="already running without JIT (no recursion)")

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the Open Inference Protocol's RPCs (hypothesis), as
-tests/reliability/test_fuzz.py does for jitnet.v1: plausible ModelInfer requests for a stored
+tests/validation/test_fuzz.py does for jitnet.v1: plausible ModelInfer requests for a stored
 model with one part replaced by a random value (names, datatypes, shapes of any length and
 sign, raw buffers of any number and length, typed contents in any field, outputs, versions,
 ids, parameters), random ones, random bytes parsed by the server, and ModelReady and

@@ -20,6 +20,8 @@ from jitnet.service.errors import (AlreadyExists, Busy, FailedPrecondition, Inva
 from jitnet.service.model import (Activation, Architecture, GradientMode, Init, Loss,
                                   initial_parameters)
 
+from tests.support.waiting import wait_for
+
 from .backends import BACKENDS
 
 ARCH = Architecture((3, 4, 2), hidden_activation=Activation.TANH,
@@ -41,17 +43,6 @@ def backend(request, tmp_path):
 @pytest.fixture
 def store(backend):
     return backend.store()
-
-
-def _eventually(check, within: float, what: str):
-    """check() until it returns a true value, within `within` seconds (polled)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"{what}: not within {within} s"
-            return value
-        time.sleep(0.01)
 
 
 # -- create and get ------------------------------------------------------------------------------
@@ -224,11 +215,11 @@ def _busy(store, model_id) -> bool:
 def test_another_server_sees_commits_and_deletes_within_the_bound(store, backend):
     other = backend.store()
     store.create("m", ARCH, _params())
-    _eventually(lambda: "m" in other.ids(), backend.visible_within, "the new model")
+    wait_for(lambda: "m" in other.ids(), backend.visible_within, 0.01, "the new model")
     assert other.get("m").version == 1
     with store.lease("m") as lease:
         lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5)
-    _eventually(lambda: other.get("m").version == 2, backend.visible_within, "the commit")
+    wait_for(lambda: other.get("m").version == 2, backend.visible_within, 0.01, "the commit")
     assert other.get("m").params.tobytes() == _params(1).tobytes()
     store.delete("m")
 
@@ -238,7 +229,7 @@ def test_another_server_sees_commits_and_deletes_within_the_bound(store, backend
             return False
         except NotFound:
             return True
-    _eventually(gone, backend.visible_within, "the delete")
+    wait_for(gone, backend.visible_within, 0.01, "the delete")
     assert other.ids() == []
 
 
@@ -271,8 +262,8 @@ def test_another_process_shares_models_and_leases(store, backend):
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "busy"  # our lease held it off
-    record = _eventually(lambda: "from-afar" in store.ids() and store.get("from-afar"),
-                         backend.visible_within, "the other process's model")
+    record = wait_for(lambda: "from-afar" in store.ids() and store.get("from-afar"),
+                      backend.visible_within, 0.01, "the other process's model")
     arch = Architecture((2, 3, 1))
     assert (record.version, record.iterations, record.last_loss) == (2, 4, 0.5)
     assert record.params.tobytes() == (initial_parameters(arch, Init.XAVIER, 7) * 2).tobytes()

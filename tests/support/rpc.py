@@ -1,28 +1,35 @@
-"""Helpers of the service tests: request builders, a subprocess server, bounded polling."""
+"""Calls of the tests: request builders over the shared data (XOR and the article's network,
+from jitnet.client.datasets), and how a call's outcome is read (code_of, error_of,
+expect_error, unless)."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jitnet.client import datasets
+from jitnet.client.errors import JitnetError
 from jitnet.v1 import jitnet_pb2 as pb
-from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
+
+from .waiting import wait_for  # noqa: F401 - importable from here too, as it used to be
 
 TIMEOUT = 20.0  # every RPC of the tests has a deadline
+C = grpc.StatusCode
+SERVICE = "jitnet.v1.NetworkService"
+RPCS = ("CreateModel", "GetModel", "ListModels", "DeleteModel", "Train", "Step", "Predict",
+        "CheckGradients")
+STREAMING = {"Train"}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-ARTICLE_HIDDEN = [[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]]
-ARTICLE_OUTPUT = [[0.6, 0.7, 0.3, 0.4]]
-XOR_X = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
-XOR_Y = [[0.0], [1.0], [1.0], [0.0]]
+XOR = datasets.xor()
+XOR_X, XOR_Y = XOR.inputs, XOR.targets
+ARTICLE_HIDDEN, ARTICLE_OUTPUT = datasets.ARTICLE_HIDDEN, datasets.ARTICLE_OUTPUT
+
+
+# -- requests -----------------------------------------------------------------------------------
 
 
 def tensor(rows, raw: bool = False) -> pb.Tensor:
@@ -43,6 +50,7 @@ def array(t: pb.Tensor) -> np.ndarray:
 
 
 def article_request(model_id: str = "article", mode=pb.GRADIENT_MODE_ARTICLE):
+    """CreateModel of the article's network: 2-4-1 sigmoid, no bias, its weights."""
     return pb.CreateModelRequest(
         model_id=model_id,
         architecture=pb.Architecture(layer_sizes=[2, 4, 1], loss=pb.LOSS_MSE, bias=False,
@@ -58,6 +66,18 @@ def create(stub, model_id: str, sizes=(2, 4, 1), seed: int = 1, **arch) -> pb.Mo
         seed=seed), timeout=TIMEOUT).model
 
 
+def xor_train(model_id: str, epochs: int = 1, learning_rate: float = 0.5, raw: bool = False,
+              **fields) -> pb.TrainRequest:
+    """A Train on the XOR table (for a 2-input, 1-output model)."""
+    return pb.TrainRequest(model_id=model_id, inputs=tensor(XOR.inputs, raw),
+                           targets=tensor(XOR.targets, raw), epochs=epochs,
+                           learning_rate=learning_rate, **fields)
+
+
+def xor_predict(model_id: str, raw: bool = False) -> pb.PredictRequest:
+    return pb.PredictRequest(model_id=model_id, inputs=tensor(XOR.inputs, raw))
+
+
 def long_train_request(model_id: str, rows: int = 256, epochs: int = 1_000_000,
                        report_every: int = 20, **fields) -> pb.TrainRequest:
     """A Train that runs until cancelled, reporting (and committing) often."""
@@ -69,102 +89,90 @@ def long_train_request(model_id: str, rows: int = 256, epochs: int = 1_000_000,
                            report_every=report_every, **fields)
 
 
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    """Runs `call`, which must fail, and returns its status code."""
-    try:
-        result = call()
-        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
-            for _ in result:  # a stream fails while it is read
-                pass
-    except grpc.RpcError as exc:
-        return exc.code()
-    raise AssertionError("the call succeeded")
+def model_calls(stub, model_id: str, **options) -> dict[str, Callable[[], object]]:
+    """The calls that read or change one model of 2 inputs and 1 output, by RPC name;
+    `options` go to every call (e.g. metadata)."""
+    options.setdefault("timeout", TIMEOUT)
+    return {
+        "GetModel": lambda: stub.GetModel(pb.GetModelRequest(model_id=model_id), **options),
+        "Predict": lambda: stub.Predict(xor_predict(model_id), **options),
+        "Step": lambda: stub.Step(pb.StepRequest(model_id=model_id, input=[0, 1], target=[1],
+                                                 learning_rate=0.1), **options),
+        "Train": lambda: stub.Train(xor_train(model_id), **options),
+    }
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def finished(result):
+    """A unary reply as it is; a stream read to its end (a stream fails while it is read)."""
+    if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
+        return list(result)
+    return result
 
 
 def error_of(call: Callable[[], object]) -> grpc.RpcError:
+    """Runs `call`, which must fail, and returns its error."""
     try:
-        result = call()
-        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
-            for _ in result:
-                pass
+        finished(call())
     except grpc.RpcError as exc:
         return exc
     raise AssertionError("the call succeeded")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02,
-             what: str = "condition"):
-    """Polls until predicate() is truthy; returns its value. Bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    """Runs `call`, which must fail, and returns its status code."""
+    return error_of(call).code()
 
 
-def health_status(channel: grpc.Channel, service: str = "") -> int:
+def expect_error(code: grpc.StatusCode, call: Callable[[], object], *words: str) -> str:
+    """Runs `call`, which must fail with `code` and a message holding every one of `words`;
+    returns the message."""
+    exc = error_of(call)
+    assert exc.code() == code, (exc.code(), exc.details())
+    for word in words:
+        assert word in exc.details(), (word, exc.details())
+    return exc.details()
+
+
+def unless(call: Callable[[], object], *codes: grpc.StatusCode):
+    """call()'s result (a stream read to its end), or None when it fails with one of `codes`
+    ("not yet": ABORTED while another call trains, ...). Other failures propagate. Takes the
+    client library's errors as well as grpc's."""
+    try:
+        return finished(call())
+    except grpc.RpcError as exc:
+        if exc.code() in codes:
+            return None
+        raise
+    except JitnetError as exc:
+        if exc.code in codes:
+            return None
+        raise
+
+
+def health_status(channel: grpc.Channel, service: str = "", timeout: float = 5) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
 
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+def is_serving(target: grpc.Channel | str, timeout: float = 2.0) -> bool:
+    """Whether health at `target` (a channel, or an address on a fresh plaintext channel)
+    answers SERVING; False when nothing answers."""
+    try:
+        if isinstance(target, str):
+            with grpc.insecure_channel(target) as channel:
+                return health_status(channel, timeout=timeout) == SERVING
+        return health_status(target, timeout=timeout) == SERVING
+    except grpc.RpcError:
+        return False
 
 
-class ServerProcess:
-    """`python -m jitnet.service.server --port 0` as a subprocess; port parsed from its log."""
-
-    _LISTENING = re.compile(r"listening on \S+?:(\d+) ")
-
-    def __init__(self, data_dir, *args: str, env: dict | None = None):
-        command = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1",
-                   "--port", "0", "--data-dir", str(data_dir), *args]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, **(env or {})})
-        self.lines: list[str] = []
-        self._port_found = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._port_found.wait(60):
-            self.kill()
-            raise AssertionError("server did not log its port:\n" + self.log)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.stub = pb_grpc.NetworkServiceStub(self.channel)
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = self._LISTENING.search(line)
-            if match and not self.port:
-                self.port = int(match.group(1))
-                self._port_found.set()
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_serving(self, timeout: float = 60) -> None:
-        def serving():
-            try:
-                return health_status(self.channel) == SERVING
-            except grpc.RpcError:
-                return False
-        wait_for(serving, timeout, 0.05, "SERVING")
-
-    def signal(self, signum) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)  # by pid, never by name
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.kill()
+def __getattr__(name: str):
+    """ServerProcess lives in servers.py (which imports this module); importable from here too,
+    as it used to be."""
+    if name == "ServerProcess":
+        from .servers import ServerProcess
+        return ServerProcess
+    raise AttributeError(name)

@@ -1,4 +1,5 @@
-"""Helpers of the reliability tests, on top of tests/service/svc_helpers.py."""
+"""What a server stored and did: file fingerprints, temp files, exact weights, timings, memory,
+and the figures reported at the end of the run."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import grpc
 import numpy as np
 from jitnet.v1 import jitnet_pb2 as pb
 
+from .rpc import C, TIMEOUT  # noqa: F401 - importable from here too, as they used to be
+
 # Figures the tests report at the end of the run (conftest.pytest_terminal_summary).
 SUMMARY: dict[str, str] = {}
-
-C = grpc.StatusCode
-TIMEOUT = 20.0
 
 
 def fingerprint(data_dir) -> dict[str, str]:

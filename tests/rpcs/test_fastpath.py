@@ -1,0 +1,134 @@
+"""The one-sample Predict fast path (service/fastpath.py) on its own: the bytes it answers are
+the general path's, and what it cannot answer it leaves to the general path."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from jitnet.service import fastpath, kernels
+from jitnet.service.errors import NotFound
+from jitnet.service.model import Activation, Architecture, Init, initial_parameters
+from jitnet.service.store import ModelRecord, frozen
+from jitnet.v1 import jitnet_pb2 as pb
+
+from tests.support.rpc import tensor
+
+BIG = 1 << 30
+
+
+def _record(sizes, version=1, seed=0, output=Activation.SOFTMAX) -> ModelRecord:
+    arch = Architecture(tuple(sizes), output_activation=output)
+    params = frozen(initial_parameters(arch, Init.HE, seed))
+    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params, frozen(np.zeros_like(params)))
+
+
+def _request(x, raw=True) -> pb.PredictRequest:
+    return pb.PredictRequest(model_id="m", inputs=tensor(np.atleast_2d(x), raw))
+
+
+def _general(record, x) -> bytes:
+    """What the general path sends for the same request."""
+    outputs = record.network.predict(np.asarray(x, dtype=np.float64))
+    return pb.PredictResponse(model_version=record.version, outputs=pb.Tensor(
+        shape=outputs.shape, raw=outputs.astype("<f8").tobytes())).SerializeToString()
+
+
+@pytest.mark.parametrize("sizes", [(2, 4, 1), (64, 64, 10), (3, 5, 7, 2)])
+def test_answers_the_general_paths_bytes(sizes):
+    record = _record(sizes)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal(sizes[0])
+        assert fastpath.predict_reply(lambda _: record, _request(x), BIG) == _general(record, x)
+
+
+@pytest.mark.parametrize("columns", [1, 2, 10, 15, 16, 127, 128, 300, 20_000])
+@pytest.mark.parametrize("version", [0, 1, 127, 128, 300, 2**35 + 3, 2**64 - 1])
+def test_reply_frame_is_what_protobuf_encodes(columns, version):
+    outputs = np.random.default_rng(columns).standard_normal((1, columns))
+    expected = pb.PredictResponse(model_version=version, outputs=pb.Tensor(
+        shape=[1, columns], raw=outputs.astype("<f8").tobytes()))
+    prefix, suffix = fastpath._reply_frame(columns, version)
+    encoded = prefix + outputs.astype("<f8").tobytes() + suffix
+    assert encoded == expected.SerializeToString()
+    assert pb.PredictResponse.FromString(encoded) == expected
+
+
+@pytest.mark.parametrize("request_, why", [
+    (_request([[0.0, 1.0]]), "too few inputs"),
+    (_request(np.zeros((2, 3))), "two samples"),
+    (_request([0.0, np.nan, 1.0]), "not finite"),
+    (_request([np.inf, 0.0, 1.0]), "not finite"),
+    (_request([0.0, 1.0, 2.0], raw=False), "the values form"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], raw=b"\0" * 16)), "bytes"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[3], raw=b"\0" * 24)), "1-D"),
+])
+def test_leaves_what_it_cannot_answer_to_the_general_path(request_, why):
+    record = _record((3, 4, 2))
+    assert fastpath.predict_reply(lambda _: record, request_, BIG) is None, why
+    assert fastpath.predict_reply(lambda _: record, _request([1.0, 2.0, 3.0]), BIG) is not None
+
+
+def test_a_reply_over_the_size_limit_goes_to_the_general_path():
+    record = _record((3, 4, 2))
+    size = len(_general(record, np.ones(3)))
+    assert fastpath.predict_reply(lambda _: record, _request(np.ones(3)), size) is not None
+    assert fastpath.predict_reply(lambda _: record, _request(np.ones(3)), size - 1) is None
+
+
+def test_an_unknown_model_is_the_stores_error():
+    def get(model_id):
+        raise NotFound(f"model '{model_id}' not found")
+
+    with pytest.raises(NotFound):
+        fastpath.predict_reply(get, _request([1.0, 2.0]), BIG)
+
+
+def test_a_new_version_is_answered_by_its_own_weights():
+    x = np.array([0.5, -1.0])
+    v1, v2 = _record((2, 4, 1), 1, seed=1), _record((2, 4, 1), 2, seed=2)
+    assert fastpath.predict_reply(lambda _: v1, _request(x), BIG) == _general(v1, x)
+    assert fastpath.predict_reply(lambda _: v2, _request(x), BIG) == _general(v2, x)
+    assert _general(v1, x) != _general(v2, x)
+
+
+def test_buffers_are_per_thread():
+    record = _record((4, 8, 3))
+    samples = np.random.default_rng(5).standard_normal((2, 4))
+    expected = [_general(record, s) for s in samples]
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def predict(i):
+        reply = fastpath.predict_reply(lambda _: record, _request(samples[i]), BIG)
+        barrier.wait()  # both threads have predicted before either keeps its reply
+        seen[i] = reply
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [seen[0], seen[1]] == expected
+
+
+@pytest.mark.skipif(not hasattr(kernels.predict_rows, "compile"), reason="NUMBA_DISABLE_JIT")
+def test_numba_internals_the_fast_path_relies_on():
+    """Dispatcher.compile(signature) returns the compiled entry point, which predicts exactly
+    as the dispatcher does. A numba upgrade that changes this fails here, loudly."""
+    record = _record((3, 4, 2))
+    x = np.array([[0.1, 0.2, 0.3]])
+
+    def args(out):
+        return (out, x, record.params, record.arch.layout.copy(), record.arch.kinds.copy(),
+                np.empty((2, record.arch.n_units)))
+
+    via_entry, via_dispatcher = np.empty((1, 2)), np.empty((1, 2))
+    entry = kernels.predict_rows.compile(tuple(numba.typeof(a) for a in args(via_entry)))
+    assert callable(entry) and entry is not kernels.predict_rows
+    assert entry(*args(via_entry)) == 0 == kernels.predict_rows(*args(via_dispatcher))
+    assert via_entry.tobytes() == via_dispatcher.tobytes()
