@@ -1,5 +1,5 @@
 """Read your writes through nginx on the file store (the compose topology on loopback,
-conftest.py): one client trains and predicts in a tight loop, nginx sends its calls to both
+tests/support/topology.py): one client trains and predicts in a tight loop, nginx sends its calls to both
 replicas in turn, and it never reads a version older than its own last commit.
 
 The replicas re-check their files only every 30 s here, so the replica that did not run the
@@ -9,24 +9,22 @@ Train is stale for certain: the control shows what a read without min_version ge
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from jitnet.client import Client
+from jitnet.client import Client, datasets
+from tests.support.topology import start_stack
 
-from .conftest import start_stack
-
-X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-Y = np.array([[0.0], [1.0], [1.0], [0.0]])
+X, Y, _ = datasets.xor()
 
 
 @pytest.fixture
-def slow_stack(tmp_path, warm_kernels):
+def slow_stack(tmp_path, warmed):
     running = start_stack(tmp_path, "--refresh-seconds", "30")
     yield running
     running.stop()
 
 
+@pytest.mark.slow
 def test_one_client_never_reads_older_than_its_last_commit_through_nginx(slow_stack):
     older, stale_without = [], 0
     with Client(slow_stack.target, timeout=20) as client:

@@ -170,11 +170,13 @@ class Stack:
             replica.close()
 
 
-def start_stack(root: pathlib.Path) -> Stack:
-    """Two replicas on one data dir (both SERVING), then nginx rendered with their ports."""
+def start_stack(root: pathlib.Path, *replica_args: str) -> Stack:
+    """Two replicas on one data dir (both SERVING, with `replica_args` as extra flags), then
+    nginx rendered with their ports."""
     nginx_binary()  # skip before starting anything
     data_dir = root / "data"
-    replicas = [ServerProcess(data_dir, "--grace-seconds", "5", name=name) for name in ("a", "b")]
+    replicas = [ServerProcess(data_dir, "--grace-seconds", "5", *replica_args, name=name)
+                for name in ("a", "b")]
     try:
         for replica in replicas:
             replica.wait_serving()
