@@ -99,6 +99,8 @@ def model_calls(stub, model_id: str, **options) -> dict[str, Callable[[], object
         "Step": lambda: stub.Step(pb.StepRequest(model_id=model_id, input=[0, 1], target=[1],
                                                  learning_rate=0.1), **options),
         "Train": lambda: stub.Train(xor_train(model_id), **options),
+        "CheckGradients": lambda: stub.CheckGradients(pb.CheckGradientsRequest(
+            model_id=model_id, input=[0, 1], target=[1]), **options),
     }
 
 
