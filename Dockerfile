@@ -1,8 +1,15 @@
-# syntax=docker/dockerfile:1
 # jitnet server image. Build: `docker build -t jitnet .` (BuildKit, the default since Docker 23;
-# docker-compose 1.29 needs DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 for RUN --mount).
+# with Docker 20.10 set DOCKER_BUILDKIT=1 for RUN --mount). deploy/build-images.sh builds both
+# targets the compose file runs, passing the host's pip configuration as build secrets.
 # Stages: builder (wheels) -> app (installed, non-root) -> loadtest (compose profile "load")
 #         and runtime (the default target: kernels compiled, serves on 50051).
+# No `# syntax=` line: it makes BuildKit pull a frontend image, and the built-in frontend of
+# Docker 20.10 and later already knows RUN --mount; the base images are the only pulls.
+#
+# pip reaches its package index with the host's own settings, given as BuildKit secrets when the
+# host has them (`--secret id=pip.conf,src=/etc/pip.conf`, id=pip-user.conf for
+# ~/.config/pip/pip.conf, id=ca-certificates.crt for the CA bundle): they are mounted for the one
+# RUN that needs them, never written to a layer. Without them pip uses PyPI and the image's CAs.
 
 FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -14,7 +21,10 @@ COPY protos ./protos
 COPY service ./service
 COPY client ./client
 # Wheels of jitnet and of every runtime dependency; the next stage installs them offline.
-RUN pip wheel --no-cache-dir . -w /wheels
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-user.conf,target=/root/.config/pip/pip.conf \
+    --mount=type=secret,id=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
+    pip wheel --no-cache-dir . -w /wheels
 
 
 FROM python:3.11-slim-bookworm AS app
@@ -39,7 +49,11 @@ USER 10001:10001
 # Load generator for `docker-compose --profile load up`: locust plus the generated stubs.
 FROM app AS loadtest
 USER 0
-RUN pip install --no-cache-dir locust==2.47.0
+# The same secrets as the builder's (see the header).
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-user.conf,target=/root/.config/pip/pip.conf \
+    --mount=type=secret,id=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
+    pip install --no-cache-dir locust==2.47.0
 COPY loadtest/locustfile.py /opt/loadtest/locustfile.py
 USER 10001:10001
 ENTRYPOINT ["locust", "-f", "/opt/loadtest/locustfile.py"]
@@ -66,4 +80,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["jitnet", "health", "--target", "127.0.0.1:50051"]
 # The server drains on SIGTERM: health NOT_SERVING, in-flight calls finish within the grace.
 STOPSIGNAL SIGTERM
+# Runs the command; with a read-only root filesystem (or another uid) it first copies the
+# build-time numba cache to a writable tmpfs, so the start stays warm (deploy/docker-entrypoint.sh).
+COPY deploy/docker-entrypoint.sh /usr/local/bin/jitnet-entrypoint
+ENTRYPOINT ["jitnet-entrypoint"]
 CMD ["jitnet", "serve"]
