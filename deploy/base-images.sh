@@ -14,7 +14,7 @@
 #
 # Needs root, debootstrap and a Docker engine. The Debian mirror is read from this machine's own
 # apt sources (/etc/apt/sources.list.d/*.sources, or sources.list); DEBIAN_MIRROR overrides it,
-# and with neither, debootstrap uses its default mirror. About 1-2 minutes, both at once.
+# and with neither, debootstrap uses its default mirror. About a minute per image.
 # Env: DOCKER (client, default docker), DEBIAN_MIRROR, PULL_TIMEOUT (seconds, default 120).
 set -euo pipefail
 
@@ -75,12 +75,18 @@ bootstrap() {
         return 1
     }
     log "debootstrap $SUITE with $include${mirror:+ (mirror from the apt sources)}"
+    # In two stages, so that dpkg can be told not to fsync every file it unpacks before the
+    # second one installs the packages (twice as fast here; Debian's own container images
+    # carry the same setting, as docker-apt-speedup).
     # shellcheck disable=SC2086  # $mirror is empty (debootstrap's default) or one URI
-    debootstrap --variant=minbase --include="$include" "$SUITE" "$root" $mirror \
-        >"$root.log" 2>&1 || {
-        tail -n 30 "$root.log" >&2
-        return 1
-    }
+    if debootstrap --variant=minbase --foreign --include="$include" "$SUITE" "$root" $mirror \
+        >"$root.log" 2>&1; then
+        mkdir -p "$root/etc/dpkg/dpkg.cfg.d"
+        echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/docker-apt-speedup"
+        chroot "$root" /debootstrap/debootstrap --second-stage >>"$root.log" 2>&1 && return 0
+    fi
+    tail -n 30 "$root.log" >&2
+    return 1
 }
 
 # Leaves a root filesystem as small as an image should be: no package downloads or indexes.
@@ -161,12 +167,6 @@ WORK=""
 trap cleanup EXIT
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/jitnet-base-images.XXXXXX")"
 
-# Both at once: each is mostly waiting for downloads and dpkg.
-ensure "$PYTHON_IMAGE" make_python &
-python_pid=$!
-ensure "$NGINX_IMAGE" make_nginx &
-nginx_pid=$!
-status=0
-wait "$python_pid" || status=1
-wait "$nginx_pid" || status=1
-exit "$status"
+# One after the other: at once, they took longer here (both wait on the same disk).
+ensure "$PYTHON_IMAGE" make_python
+ensure "$NGINX_IMAGE" make_nginx
