@@ -1,28 +1,49 @@
-# syntax=docker/dockerfile:1
 # jitnet server image. Build: `docker build -t jitnet .` (BuildKit, the default since Docker 23;
-# docker-compose 1.29 needs DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 for RUN --mount).
-# Stages: builder (wheels) -> app (installed, non-root) -> loadtest (compose profile "load")
-#         and runtime (the default target: kernels compiled, serves on 50051).
+# with Docker 20.10 set DOCKER_BUILDKIT=1 for RUN --mount). deploy/build-images.sh builds both
+# targets the compose file runs, passing the host's pip configuration as build secrets.
+# Stages: builder (wheels) -> base (dependencies, the user) -> app (jitnet, non-root)
+#         -> runtime (the default target: kernels compiled, serves on 50051); base -> loadtest
+#         (compose profile "load"). What changes seldom comes first: a change to the code
+#         rebuilds only jitnet's wheel, its install and the kernels; a README edit, nothing.
+# No `# syntax=` line: it makes BuildKit pull a frontend image, and the built-in frontend of
+# Docker 20.10 and later already knows RUN --mount; the base images are the only pulls.
+#
+# pip reaches its package index with the host's own settings, given as BuildKit secrets when the
+# host has them (`--secret id=pip.conf,src=/etc/pip.conf`, id=pip-user.conf for
+# ~/.config/pip/pip.conf, id=ca-certificates.crt for the CA bundle): mounted only for the RUN
+# steps that download, never written to a layer. Without them pip uses PyPI and the image's CAs.
 
 FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Only what building the distribution needs (see .dockerignore), so edits to tests or docs
-# do not invalidate this layer.
-COPY pyproject.toml README.md ./
+# Wheels of every runtime dependency, from pyproject.toml alone: a change to the code neither
+# downloads nor reinstalls them. (.dockerignore sends only what the build uses.)
+COPY pyproject.toml ./
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-user.conf,target=/root/.config/pip/pip.conf \
+    --mount=type=secret,id=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
+    python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > requirements.txt \
+    && pip wheel --no-cache-dir -r requirements.txt -w /wheels/deps
 COPY protos ./protos
 COPY service ./service
 COPY client ./client
-# Wheels of jitnet and of every runtime dependency; the next stage installs them offline.
-RUN pip wheel --no-cache-dir . -w /wheels
+# jitnet's own wheel (pip fetches its build backend, hence the secrets). README.md is only the
+# package's long description: a stub here, so that editing the README rebuilds nothing.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-user.conf,target=/root/.config/pip/pip.conf \
+    --mount=type=secret,id=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
+    echo "jitnet: see README.md in the source repository." > README.md \
+    && pip wheel --no-cache-dir --no-deps . -w /wheels/jitnet
 
 
-FROM python:3.11-slim-bookworm AS app
+# The dependencies and the user that serves.
+FROM python:3.11-slim-bookworm AS base
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/var/cache/jitnet/numba
-# A bind mount of the builder's wheels instead of COPY: the wheels (~150 MB) never become a layer.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+# Bind mounts of the builder's wheels instead of COPY: the wheels (~150 MB) never become a layer.
+RUN --mount=type=bind,from=builder,source=/wheels/deps,target=/wheels \
     pip install --no-cache-dir --no-index /wheels/*.whl
 # A fixed uid so files on the /data volume keep an owner across rebuilds. /data is created and
 # owned before VOLUME below, so a new named volume starts out writable by this user.
@@ -32,15 +53,25 @@ RUN groupadd --system --gid 10001 jitnet \
     && mkdir -p /data "$NUMBA_CACHE_DIR" \
     && chown -R jitnet:jitnet /data /var/cache/jitnet
 WORKDIR /home/jitnet
+
+
+FROM base AS app
+RUN --mount=type=bind,from=builder,source=/wheels/jitnet,target=/wheels \
+    pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
 # Numeric, so the runtime (and Kubernetes' runAsNonRoot) can verify it is not root.
 USER 10001:10001
 
 
-# Load generator for `docker-compose --profile load up`: locust plus the generated stubs.
-FROM app AS loadtest
-USER 0
-RUN pip install --no-cache-dir locust==2.47.0
+# Load generator for `docker compose --profile load run --rm loadtest`: locust and the stubs.
+FROM base AS loadtest
+# The same secrets as the builder's (see the header).
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-user.conf,target=/root/.config/pip/pip.conf \
+    --mount=type=secret,id=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
+    pip install --no-cache-dir locust==2.47.0
 COPY loadtest/locustfile.py /opt/loadtest/locustfile.py
+RUN --mount=type=bind,from=builder,source=/wheels/jitnet,target=/wheels \
+    pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
 USER 10001:10001
 ENTRYPOINT ["locust", "-f", "/opt/loadtest/locustfile.py"]
 CMD ["--headless", "-u", "10", "-r", "10", "-t", "30s", "--host", "nginx:50051", "--only-summary", "--exit-code-on-error", "1"]
@@ -66,4 +97,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["jitnet", "health", "--target", "127.0.0.1:50051"]
 # The server drains on SIGTERM: health NOT_SERVING, in-flight calls finish within the grace.
 STOPSIGNAL SIGTERM
+# Runs the command; with a read-only root filesystem (or another uid) it first copies the
+# build-time numba cache to a writable tmpfs, so the start stays warm (deploy/docker-entrypoint.sh).
+COPY deploy/docker-entrypoint.sh /usr/local/bin/jitnet-entrypoint
+ENTRYPOINT ["jitnet-entrypoint"]
 CMD ["jitnet", "serve"]
