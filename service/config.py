@@ -48,7 +48,8 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
     data_dir: str = "./jitnet-data"
-    workers: int = 8  # threads serving calls
+    workers: int = 1  # server processes on the port (workers.py); `auto`: one per core
+    threads: int = 8  # threads serving calls, in each server process
     grace_seconds: float = 10.0  # on SIGTERM, how long calls in flight may take to finish
     limits: Limits = dataclasses.field(default_factory=Limits)
     tls_cert: str | None = None  # PEM files; TLS is served when both are set
@@ -56,6 +57,10 @@ class Config:
     auth_token: str | None = None  # when set, calls need `authorization: Bearer <token>`
     log_level: str = "INFO"
     refresh_seconds: float = 0.5  # how stale another process's commit may look at most
+    kernel_dir: str | None = None  # specialised kernels' source and cache; None: the default
+    specialised_kernels: int = 32  # architectures served with specialised kernels at once
+    specialise_after_predicts: int = 1000  # tier-0 Predicts of an architecture that trigger it
+    specialise_at_start: int = 32  # stored models' architectures specialised at start
 
     def __post_init__(self):
         for setting in SETTINGS:
@@ -79,6 +84,16 @@ class Config:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as its JITNET_* variable: what from_env reads back as this Config
+        (how the parent of several workers hands them its settings, flags included)."""
+        env = {}
+        for setting in SETTINGS:
+            value = getattr(self.limits if setting.in_limits else self, setting.field)
+            env[setting.env] = "" if value is None else (repr(value) if isinstance(value, float)
+                                                         else str(value))
+        return env
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace | None,
@@ -151,6 +166,30 @@ def _optional_text(raw: str) -> str | None:
     return raw or None
 
 
+def _workers(raw: str) -> int:
+    """A number of processes, or `auto`: the cores this process may run on."""
+    if raw.strip().lower() == "auto":
+        return available_cores()
+    return int(raw)
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a container's --cpus) when there is one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as quota_file:
+            quota, period = quota_file.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -168,7 +207,11 @@ SETTINGS: tuple[Setting, ...] = (
             check=lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v}"),
     Setting("data_dir", str, "path", "directory holding the models (default ./jitnet-data); "
             "several servers may share one"),
-    Setting("workers", int, "integer", "threads serving calls (default 8)", check=_at_least(1)),
+    Setting("workers", _workers, "integer or auto", "server processes sharing the port, under a "
+            "parent that restarts them; auto: one per available core (default 1)",
+            check=_at_least(1)),
+    Setting("threads", int, "integer", "threads serving calls in each server process "
+            "(default 8)", check=_at_least(1)),
     Setting("grace_seconds", _number, "number", "on SIGTERM, seconds calls in flight get to "
             "finish before they are cut (default 10)", check=_at_least(0)),
     Setting("tls_cert", _optional_text, "path", "PEM certificate chain; with --tls-key, serve TLS"),
@@ -178,6 +221,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _log_level, "level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     Setting("refresh_seconds", _number, "number", "how often a cached model is checked against "
             "its file, for servers sharing a data directory (default 0.5)", check=_at_least(0)),
+    Setting("kernel_dir", _optional_text, "path", "directory of the kernels specialised per "
+            "architecture (generated source and numba's cache), shared by the workers and "
+            "servers of a machine (default ~/.cache/jitnet/kernels)"),
+    Setting("specialised_kernels", _integer, "integer", "most architectures served with "
+            "specialised kernels at once, least recently used out; 0: generic kernels only "
+            "(default 32)", check=_at_least(0)),
+    Setting("specialise_after_predicts", _integer, "integer", "Predicts of an architecture on "
+            "the generic kernels after which it is specialised (a Train does it at once; "
+            "default 1000)", check=_at_least(1)),
+    Setting("specialise_at_start", _integer, "integer", "stored models' architectures "
+            "specialised (loaded from the cache, or compiled) at start (default 32)",
+            check=_at_least(0)),
     Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
             "(default 2000000)", in_limits=True, check=_at_least(1)),
     Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",
@@ -202,4 +257,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server settings (each also a JITNET_* variable)")
     for setting in SETTINGS:
         group.add_argument(setting.flag, dest=setting.dest, type=setting.parse, default=None,
-                           metavar=setting.kind.upper(), help=f"{setting.help} [{setting.env}]")
+                           metavar=setting.kind.upper().replace(" OR ", "|"), help=f"{setting.help} [{setting.env}]")

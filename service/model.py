@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from . import kernels
+from . import jit, kernels
 from .errors import Diverged, InvalidArgument
 
 class Activation(enum.IntEnum):
@@ -53,6 +53,7 @@ NO_ORDER = np.empty((0, 0), dtype=np.int64)
 PREDICT_BLOCK = 256
 
 _FLOAT64 = np.dtype(np.float64)
+_room = jit.room  # read on every one-sample Predict: its generation says when to rebind
 
 
 def _enum_member(kind: type[enum.IntEnum], value, field: str):
@@ -228,6 +229,8 @@ class StepResult(NamedTuple):
 
 class _Scratch(threading.local):
     work = None  # [2, rows * units]: nets and outputs of up to PREDICT_BLOCK samples
+    generation = -1  # of the kernel room, when predict_sample was bound
+    predict_sample = None  # the kernels' one-sample predict (jit/tiers.py)
 
 
 class Network:
@@ -244,11 +247,9 @@ class Network:
                                   f"parameters, got {params.size}")
         self.arch = arch
         self.params = params
-        # What predict() needs on every call, looked up once. Writable copies of layout and
-        # kinds: numba takes longer to type a read-only array argument.
+        # What predict() needs on every call, looked up once.
         self._sample_shape = (arch.layer_sizes[0],)
         self._sample_output_shape = (1, arch.layer_sizes[-1])
-        self._layout, self._kinds = arch.layout.copy(), arch.kinds.copy()
         self._units = arch.n_units
         self._scratch = _Scratch()  # per-thread predict buffers: no allocation per call
 
@@ -304,21 +305,37 @@ class Network:
         # work costs as much as the network. Anything else goes through as_matrix.
         if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape \
                 and x.flags.c_contiguous:
-            x, rows, out = x[None], 1, np.empty(self._sample_output_shape)
-        else:
-            if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
-                    and x.shape[1] == self._sample_shape[0] and x.flags.c_contiguous):
-                x = as_matrix(inputs, self._sample_shape[0], "inputs")
-            rows = x.shape[0]
-            out = np.empty((rows, self._sample_output_shape[1]))
+            # One sample: this thread's kernel, bound once per kernel generation (jit/room.py),
+            # which is tier 1's compiled entry point once it is loaded.
+            scratch = self._scratch
+            if scratch.generation != _room.generation:
+                self._bind(scratch)
+            out = np.empty(self._sample_output_shape)
+            # The kernel counts the inputs that are not finite while it reads them (one pass,
+            # not a separate np.isfinite scan); then nothing is returned and check_finite says
+            # which.
+            if scratch.predict_sample(out, x, self.params, scratch.work):
+                check_finite(x, "inputs")
+            return out
+        if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
+                and x.shape[1] == self._sample_shape[0] and x.flags.c_contiguous):
+            x = as_matrix(inputs, self._sample_shape[0], "inputs")
+        rows = x.shape[0]
+        out = np.empty((rows, self._sample_output_shape[1]))
         work = self._scratch.work
-        if work is None or (rows > 1 and work.shape[1] < min(rows, PREDICT_BLOCK) * self._units):
-            work = self._scratch.work = np.empty((2, min(rows, PREDICT_BLOCK) * self._units))
-        # The kernel counts the inputs that are not finite while it reads them (one pass, not
-        # a separate np.isfinite scan); then nothing is returned and check_finite says which.
-        if rows and kernels.predict_rows(out, x, self.params, self._layout, self._kinds, work):
+        if work is None or work.shape[1] < min(rows, PREDICT_BLOCK) * self._units:
+            work = self._scratch.work = np.empty((2, max(1, min(rows, PREDICT_BLOCK))
+                                                  * self._units))
+        if rows and jit.kernels_for(self.arch).predict_rows(out, x, self.params, work):
             check_finite(x, "inputs")
         return out
+
+    def _bind(self, scratch: _Scratch) -> None:
+        generation = _room.generation  # before asking: a swap after this rebinds again
+        scratch.predict_sample = jit.kernels_for(self.arch).predict_sample
+        if scratch.work is None:
+            scratch.work = np.empty((2, self._units))
+        scratch.generation = generation
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""
@@ -331,9 +348,8 @@ class Network:
         params = self.params.copy()
         grad, velocity = np.zeros_like(params), np.zeros_like(params)
         work = arch.work_buffers(1)
-        z, a, e, d, t_buf = work
-        loss = kernels.iteration(params, velocity, grad, z, a, e, d, t_buf, arch.layout,
-                                 arch.kinds, x, t, NO_ORDER, 0, 0, 1, rate, 0.0)
+        z, a, e, d, _ = work
+        loss = jit.kernels_for(arch).step(params, velocity, grad, work, x, t, rate)
         if not np.isfinite(params).all():
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
         before, after = self.layers(), self.layers(params)

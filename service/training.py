@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import kernels
+from . import jit
 from .errors import Cancelled, Diverged, InvalidArgument
 from .model import NO_ORDER, Network, as_matrix, check_learning_rate
 
@@ -90,6 +90,9 @@ def train(net: Network, inputs, targets, options: TrainOptions,
     grad = np.zeros_like(params)
     work = arch.work_buffers(batch)
     rng = np.random.default_rng(options.seed)
+    # Asked once: the whole call runs on one tier (jit/room.py), whatever is swapped in
+    # meanwhile; asking with `training` is what gets an architecture specialised.
+    kernels = jit.kernels_for(arch, training=True)
 
     start = clock()
     done_epochs = 0
@@ -107,8 +110,8 @@ def train(net: Network, inputs, targets, options: TrainOptions,
                   else NO_ORDER)
         losses = np.empty(epochs, dtype=np.float64)
         began = clock()
-        ran = kernels.train_epochs(params, velocity, grad, work, arch.layout, arch.kinds, x, t,
-                                   orders, batch, options.learning_rate, options.momentum,
+        ran = kernels.train_epochs(params, velocity, grad, work, x, t, orders, batch,
+                                   options.learning_rate, options.momentum,
                                    options.target_loss, losses)
         took = clock() - began
         done_epochs += ran

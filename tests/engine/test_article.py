@@ -10,6 +10,8 @@ from jitnet.service.model import Activation, Architecture, GradientMode, Loss, N
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 HIDDEN_W = np.array([[0.2, 0.6], [0.5, 0.7], [0.4, 0.9], [0.8, 0.3]])
 OUTPUT_W = np.array([[0.6, 0.7, 0.3, 0.4]])
 INPUT, TARGET, LR = [0.0, 1.0], [1.0], 0.001

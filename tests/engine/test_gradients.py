@@ -17,6 +17,8 @@ from jitnet.service.model import Activation, Architecture, GradientMode, Loss, N
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
 OUTPUT_LOSS = [(Activation.SIGMOID, Loss.MSE), (Activation.SIGMOID, Loss.CROSS_ENTROPY),
                (Activation.LINEAR, Loss.MSE), (Activation.SOFTMAX, Loss.MSE),

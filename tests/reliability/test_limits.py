@@ -208,7 +208,7 @@ def test_request_message_size_exactly_at_and_one_over_and_the_server_stays_healt
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_calls_at_once_exactly_at_the_limit_and_one_over(make_server, limit):
-    server = make_server(limits=dict(max_concurrent_calls=limit), workers=limit)
+    server = make_server(limits=dict(max_concurrent_calls=limit), threads=limit)
     stub = server.stub
     for k in range(limit):
         create(stub, f"t{k}")
@@ -234,7 +234,7 @@ def test_calls_at_once_exactly_at_the_limit_and_one_over(make_server, limit):
 def test_the_queue_behind_busy_workers_is_bounded(make_server):
     """One worker, two calls at once: one running, one queued; a third is refused at once, and
     the queued one is served when the worker frees."""
-    server = make_server(limits=dict(max_concurrent_calls=2), workers=1)
+    server = make_server(limits=dict(max_concurrent_calls=2), threads=1)
     stub = server.stub
     create(stub, "busy")
     create(stub, "other")
@@ -254,7 +254,7 @@ def test_the_queue_behind_busy_workers_is_bounded(make_server):
 
 def test_health_answers_at_once_while_every_worker_is_busy(make_server):
     """Probes run on threads of their own: with every worker training, Check still answers."""
-    server = make_server(workers=2)
+    server = make_server(threads=2)
     stub = server.stub
     streams = []
     try:

@@ -184,7 +184,7 @@ def test_message_size_limit(make_server):
 
 
 def test_concurrent_calls_limit(make_server):
-    server = make_server(limits=dict(max_concurrent_calls=2), workers=4)
+    server = make_server(limits=dict(max_concurrent_calls=2), threads=4)
     for name in ("a", "b"):
         create(server.stub, name)
     streams = [server.stub.Train(long_train_request(name), timeout=30) for name in ("a", "b")]

@@ -52,6 +52,9 @@ def make_server(tmp_path, warmed):
         limits = Limits(**settings.pop("limits", {}))
         settings.setdefault("data_dir", str(tmp_path / "data"))
         settings.setdefault("refresh_seconds", 0.1)
+        # Generic kernels only, unless a test is about specialising (tests/jit): otherwise
+        # every Train of a new architecture would start a compile process beside the suite.
+        settings.setdefault("specialised_kernels", 0)
         config = Config(host="127.0.0.1", port=0, limits=limits, **settings)
         handle = create_server(config, warm_up=warm_up).start()
         if wait_ready:

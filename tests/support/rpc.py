@@ -122,8 +122,11 @@ class ServerProcess:
     def __init__(self, data_dir, *args: str, env: dict | None = None):
         command = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1",
                    "--port", "0", "--data-dir", str(data_dir), *args]
+        # Generic kernels only unless asked for (see fixtures.make_server).
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, **(env or {})})
+                                     text=True, env={**os.environ,
+                                                     "JITNET_SPECIALISED_KERNELS": "0",
+                                                     **(env or {})})
         self.lines: list[str] = []
         self._port_found = threading.Event()
         self.port = 0

@@ -1,0 +1,42 @@
+"""The compile process: `python -m jitnet.service.jit [--nice N] MODULE...`.
+
+Compiles generated tier-1 modules (build.py) into numba's on-disk cache and exits; the server
+that started it then loads the compiled code from the cache. Prints `compiled PATH` or, when the
+cache already held it (another process compiled it first), `cached PATH`. Exit 0 on success, 1
+with the error on stderr otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jitnet.service.jit",
+                                     description="Compile tier-1 kernel modules into numba's "
+                                                 "cache.")
+    parser.add_argument("modules", nargs="+", type=Path, help="generated t1_*.py files")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
+    args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
+    from .build import compile_kernels  # after nice: importing numba is part of the work
+
+    for path in args.modules:
+        began = time.perf_counter()
+        try:
+            compiled = compile_kernels(path)
+        except Exception as exc:  # noqa: BLE001 - reported to the server that asked
+            print(f"jitnet compile: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{'compiled' if compiled else 'cached'} {path} "
+              f"{time.perf_counter() - began:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
