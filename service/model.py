@@ -229,8 +229,9 @@ class StepResult(NamedTuple):
 
 class _Scratch(threading.local):
     work = None  # [2, rows * units]: nets and outputs of up to PREDICT_BLOCK samples
-    generation = -1  # of the kernel room, when predict_sample was bound
-    predict_sample = None  # the kernels' one-sample predict (jit/tiers.py)
+    # One sample: (the kernel room's generation when bound, the kernels' predict_sample, its
+    # [2, units] buffers). A tuple: one thread-local lookup per call.
+    sample = (-1, None, None)
 
 
 class Network:
@@ -307,14 +308,14 @@ class Network:
                 and x.flags.c_contiguous:
             # One sample: this thread's kernel, bound once per kernel generation (jit/room.py),
             # which is tier 1's compiled entry point once it is loaded.
-            scratch = self._scratch
-            if scratch.generation != _room.generation:
-                self._bind(scratch)
+            sample = self._scratch.sample
+            if sample[0] != _room.generation:
+                sample = self._bind_sample()
             out = np.empty(self._sample_output_shape)
             # The kernel counts the inputs that are not finite while it reads them (one pass,
             # not a separate np.isfinite scan); then nothing is returned and check_finite says
             # which.
-            if scratch.predict_sample(out, x, self.params, scratch.work):
+            if sample[1](out, x, self.params, sample[2]):
                 check_finite(x, "inputs")
             return out
         if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
@@ -330,12 +331,12 @@ class Network:
             check_finite(x, "inputs")
         return out
 
-    def _bind(self, scratch: _Scratch) -> None:
+    def _bind_sample(self) -> tuple:
         generation = _room.generation  # before asking: a swap after this rebinds again
-        scratch.predict_sample = jit.kernels_for(self.arch).predict_sample
-        if scratch.work is None:
-            scratch.work = np.empty((2, self._units))
-        scratch.generation = generation
+        sample = (generation, jit.kernels_for(self.arch).predict_sample,
+                  np.empty((2, self._units)))
+        self._scratch.sample = sample
+        return sample
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""

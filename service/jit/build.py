@@ -96,10 +96,13 @@ def write_source(arch, directory: Path) -> Path:
 
 
 def import_source(path: Path) -> ModuleType:
-    """The generated module at `path`, imported under its file's name (t1_<key>): executing it
-    defines its dispatchers and compiles nothing. It goes into sys.modules because numba's
-    cached code finds its globals by importing its module by name."""
-    name = path.stem
+    """The generated module at `path`: executing it defines its dispatchers and compiles
+    nothing. It goes into sys.modules because numba's cached code finds its globals by importing
+    its module by name; the name (t1_<key>_<directory hash>) is the same in the compile process
+    and the server, and differs for one key in two directories."""
+    path = Path(path).resolve()
+    place = hashlib.sha256(str(path.parent).encode()).hexdigest()[:8]
+    name = f"{path.stem}_{place}"
     module = sys.modules.get(name)
     if module is not None:
         return module

@@ -66,12 +66,39 @@ def source_digest() -> str:
 # net_j = b_j + sum_i W_ji a_i, a_j = f(net_j). Softmax: the whole row, after the loop.
 FORWARD_LAYER = """\
 # layer {layer}: {fan_in} -> {fan_out} {kind_name}; net_j = b_j + sum_i W_ji a_i, a_j = f(net_j)
-for j in range({fan_out}):
+for j in range({first}, {fan_out}):
     net = {bias_j}
     for i in range({fan_in}):
         net += params[{w_at} + j * {fan_in} + i] * a[{in_at} + i]
     z[{out_at} + j] = net  # trace
     a[{out_at} + j] = activate(net, {kind_name})
+"""
+
+# The same for a wide layer, four neurons a pass: each a_i loaded once feeds four dot products,
+# which run side by side instead of each waiting for its own sum (a one-sample digits Predict:
+# 0.57 -> 0.32 us in the kernel). The neurons past the last four go one by one (FORWARD_LAYER).
+FORWARD_LAYER_BY_FOUR = """\
+# layer {layer}: {fan_in} -> {fan_out} {kind_name}; net_j = b_j + sum_i W_ji a_i, a_j = f(net_j),
+# four neurons a pass
+for j in range(0, {by_four}, 4):
+    net0 = {bias_j0}
+    net1 = {bias_j1}
+    net2 = {bias_j2}
+    net3 = {bias_j3}
+    for i in range({fan_in}):
+        x = a[{in_at} + i]
+        net0 += params[{w_at} + j * {fan_in} + i] * x
+        net1 += params[{w_at} + (j + 1) * {fan_in} + i] * x
+        net2 += params[{w_at} + (j + 2) * {fan_in} + i] * x
+        net3 += params[{w_at} + (j + 3) * {fan_in} + i] * x
+    z[{out_at} + j] = net0  # trace
+    z[{out_at} + j + 1] = net1  # trace
+    z[{out_at} + j + 2] = net2  # trace
+    z[{out_at} + j + 3] = net3  # trace
+    a[{out_at} + j] = activate(net0, {kind_name})
+    a[{out_at} + j + 1] = activate(net1, {kind_name})
+    a[{out_at} + j + 2] = activate(net2, {kind_name})
+    a[{out_at} + j + 3] = activate(net3, {kind_name})
 """
 
 # From the layer's deltas d_j, one pass over its weights, input by input: e_i = sum_j d_j W_ji
@@ -125,10 +152,16 @@ class _Layer:
         fan_in, fan_out, w_at, b_at, u_at = (int(v) for v in arch.layout[layer])
         last = layer == arch.n_layers - 1
         kind = int(arch.output_activation if last else arch.hidden_activation)
+        # Four neurons a pass where the dot products are long enough to vectorise.
+        self.by_four = fan_out - fan_out % 4 if fan_in >= kernels.WIDE_FAN_IN else 0
         self.fields = dict(
             layer=layer, fan_in=fan_in, fan_out=fan_out, w_at=w_at, b_at=b_at,
             in_at=u_at - fan_in, out_at=u_at, kind_name=_KIND_NAMES[kind],
-            bias_j=f"params[{b_at} + j]" if b_at >= 0 else "0.0")
+            first=self.by_four, by_four=self.by_four,
+            bias_j=f"params[{b_at} + j]" if b_at >= 0 else "0.0",
+            **{f"bias_j{k}": (f"params[{b_at} + j + {k}]" if k else f"params[{b_at} + j]")
+               if b_at >= 0 else "0.0"
+               for k in range(4)})
         self.has_bias = b_at >= 0
         self.last = last
         self.softmax = kind == kernels.SOFTMAX
@@ -150,8 +183,14 @@ def _forward(arch, layers, indent: int, trace: bool) -> str:
     # output's always (the loss reads it).
     hidden_needs_net = (int(arch.hidden_activation) == kernels.RELU
                         and int(arch.gradient_mode) == kernels.EXACT)
-    out = [_block(FORWARD_LAYER, indent, trace or layer.last or hidden_needs_net,
-                  **layer.fields) for layer in layers]
+    out = []
+    for layer in layers:
+        keep = trace or layer.last or hidden_needs_net
+        if layer.by_four:
+            out.append(_block(FORWARD_LAYER_BY_FOUR, indent, keep, **layer.fields))
+        if layer.by_four < layer.fields["fan_out"]:
+            text = FORWARD_LAYER if not layer.by_four else FORWARD_LAYER.split("\n", 1)[1]
+            out.append(_block(text, indent, keep, **layer.fields))
     if layers[-1].softmax:
         out.append(_block("softmax_rows(a, z, {out_at}, 1, {fan_out})\n", indent, True,
                           **layers[-1].fields))

@@ -69,7 +69,7 @@ def test_predicts_ask_for_tier_1_after_the_setting(room, compiled):
     # This Network rebinds to tier 1 on its next call (the generation moved) and answers the
     # same, to rounding.
     np.testing.assert_allclose(net.predict(x), before, rtol=1e-13)
-    assert net._scratch.predict_sample is jit.kernels_for(SMALL).predict_sample
+    assert net._scratch.sample[1] is jit.kernels_for(SMALL).predict_sample
 
 
 def test_a_train_call_keeps_its_tier_when_another_is_swapped_in(tier1_dir, monkeypatch):
