@@ -13,6 +13,9 @@ decoded by convert.py (whichever wire form; Predict's as read-only views); Step'
 fields; Train with and without shuffling and momentum, batch 1 and a batch big enough for the
 BLAS paths; Predict with row counts going up and down. Nothing here touches disk.
 tests/server/test_warmup.py checks that no call compiles anything after it.
+
+These are the generic (tier-0) kernels. An architecture's own kernels (tier 1, jit/) are not
+compiled here: the server compiles them per architecture in a process of its own, after start.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ with the error on stderr otherwise.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="+", type=Path, help="generated t1_*.py files")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
     args = parser.parse_args(argv)
+    _die_with_parent()
     if args.nice:
         os.nice(args.nice)
     from .build import compile_kernels  # after nice: importing numba is part of the work
@@ -36,6 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'compiled' if compiled else 'cached'} {path} "
               f"{time.perf_counter() - began:.2f}", flush=True)
     return 0
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the server that started this process exits (Linux's PR_SET_PDEATHSIG): a
+    compile nobody waits for stops (the cache is written atomically, per file)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -172,7 +172,10 @@ def _load_only(dispatcher, signature):
         existing = dispatcher.overloads.get(tuple(signature))
         if existing is not None:
             return existing.entry_point
-        result = dispatcher._cache.load_overload(signature, dispatcher.targetctx)
+        try:
+            result = dispatcher._cache.load_overload(signature, dispatcher.targetctx)
+        except Exception:  # noqa: BLE001 - an entry numba cannot rebuild (e.g. written under
+            return None  # another module name, before its directory moved): not in the cache
         if result is None:
             return None
         dispatcher.add_overload(result)

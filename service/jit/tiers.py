@@ -139,8 +139,20 @@ def _compiled(dispatcher, args: tuple) -> Callable[..., int]:
     calling that skips numba's dispatcher, which types every argument on every call (about
     0.2 us of a one-sample Predict). The types never change, as the arrays are these.
 
+    Asked once per model version and thread, so the answer is kept per kind of arguments:
+    numba.typeof and Dispatcher.compile's lookup took about 0.2 ms together, a third of the
+    first Predict of a new model (or version) in a server.
+
     numba internals: Dispatcher.compile(signature) compiles (or loads from the cache) and
     returns the entry point; tests/service/test_svc_fastpath.py checks this still holds."""
     if not hasattr(dispatcher, "compile"):  # NUMBA_DISABLE_JIT: a plain function
         return dispatcher
-    return dispatcher.compile(tuple(numba.typeof(a) for a in args))
+    kinds = (id(dispatcher), *((a.dtype.num, a.ndim, a.flags.c_contiguous, a.flags.writeable,
+                                a.flags.aligned) for a in args))
+    entry = _ENTRIES.get(kinds)
+    if entry is None:
+        entry = _ENTRIES[kinds] = dispatcher.compile(tuple(numba.typeof(a) for a in args))
+    return entry
+
+
+_ENTRIES: dict = {}  # argument kinds -> entry point (a handful: the types fastpath.py makes)
