@@ -23,8 +23,8 @@ distinct architectures a process has specialised, not with evictions (docs/kerne
 
 A Train call asks once and keeps what it got for all its chunks (training.py): one tier per
 call. Modes: OFF (tier 0 only, the default in a library or test process), BACKGROUND (the
-server's), HERE (every architecture specialised at once, compiled in this process as it is
-first needed: tests and benchmarks, never a server).
+server's; a benchmark or a program may use it too), HERE (every architecture specialised at
+once, compiled in this process as it is first needed: for tests, never a server).
 """
 
 from __future__ import annotations
@@ -175,6 +175,8 @@ class Room:
             try:
                 if not self._load(arch):
                     self._compile(arch)
+                    if work is not self._queue:
+                        return  # configured anew meanwhile: the compile is in the cache
                     if not self._load(arch):
                         raise RuntimeError("compiled, yet not found in numba's cache")
             except Exception as exc:  # noqa: BLE001 - logged; that architecture stays tier 0

@@ -37,6 +37,8 @@ def tier1_kernel_dir(tmp_path_factory):
 def tier(request, tier1_kernel_dir):
     if request.param == 1:
         jit.room.configure(jit.Mode.HERE, directory=tier1_kernel_dir, max_loaded=1 << 20)
+    else:
+        jit.room.configure(jit.Mode.OFF)
     try:
         yield request.param
     finally:
