@@ -245,6 +245,7 @@ def in_process(quick: bool, kernel_dir: Path) -> dict:
                 if what == 1:
                     samples["digits"].append(digits_engine(data))
         samples["peak"].append(gemm_peak(5))
+    results["samples"] = samples
     results.update({key: median(values) for key, values in samples.items()})
     results["peak"] = max(samples["peak"])
     results["floor"] = digits_flops(len(data[0]), engine.EPOCHS) / results["peak"]
@@ -462,8 +463,9 @@ def report(r: dict, quick: bool) -> str:
          f"compiled; restarted server: {r['restart_compiled']} compiled",
          "once", verdict(r["compile"]["compiled_again"] == 0 and r["restart_compiled"] == 0)),
         ("load from the cache after a restart, per architecture",
-         f"fresh process: **{load_ms:.1f} ms** (worst of XOR, digits); restarted server: "
-         f"{restart_ms:.1f} ms", f"< {TARGETS['load_ms']:.0f} ms",
+         f"restarted server: **{restart_ms:.1f} ms** (the slowest of its loads, its log); a "
+         f"fresh process after warm-up: XOR {r['load'][0] * 1e3:.1f} ms, digits "
+         f"{r['load'][1] * 1e3:.1f} ms", f"< {TARGETS['load_ms']:.0f} ms",
          verdict(load_ms < TARGETS["load_ms"] and restart_ms < TARGETS["load_ms"])),
     ]
     table = "\n".join(["| measure | measured | target | result |", "|---|---|---|---|"]
@@ -482,7 +484,8 @@ def report(r: dict, quick: bool) -> str:
         Tier 0 is kernels.py, generic in the layers; tier 1 an architecture's generated
         one-sample kernels (service/jit/template.py). Batches run the generic kernels at both
         tiers, so the digits row is the same code either way. The compile runs in a process of
-        its own at low priority; the server loads the result in milliseconds.
+        its own at the lowest priority (SCHED_IDLE); the server loads the result in
+        milliseconds.
         """).replace("{table}", table)
 
 

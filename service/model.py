@@ -304,14 +304,14 @@ class Network:
         # What a server passes (a float64 C array of the right width) takes the same checks as
         # as_matrix in fewer steps: this runs on every Predict, and for one sample its Python
         # work costs as much as the network. Anything else goes through as_matrix.
-        if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape \
-                and x.flags.c_contiguous:
-            # One sample: this thread's kernel, bound once per kernel generation (jit/room.py),
-            # which is tier 1's compiled entry point once it is loaded.
+        if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape:
+            # One sample (strided or not: the kernels take either): this thread's kernel, bound
+            # once per kernel generation (jit/room.py), which is tier 1's compiled entry point
+            # once it is loaded. np.ndarray(shape) is np.empty without its argument parsing.
             sample = self._scratch.sample
             if sample[0] != _room.generation:
                 sample = self._bind_sample()
-            out = np.empty(self._sample_output_shape)
+            out = np.ndarray(self._sample_output_shape)
             # The kernel counts the inputs that are not finite while it reads them (one pass,
             # not a separate np.isfinite scan); then nothing is returned and check_finite says
             # which.

@@ -1,9 +1,14 @@
-"""The compile process: `python -m jitnet.service.jit [--nice N] MODULE...`.
+"""The compile process: `python -m jitnet.service.jit MODULE...`.
 
 Compiles generated tier-1 modules (build.py) into numba's on-disk cache and exits; the server
 that started it then loads the compiled code from the cache. Prints `compiled PATH` or, when the
 cache already held it (another process compiled it first), `cached PATH`. Exit 0 on success, 1
 with the error on stderr otherwise.
+
+It runs at the lowest priority there is: Linux's SCHED_IDLE (it gets a core only when nothing
+else wants it, and a server thread that wakes up takes the core back at once; a plain nice
+value still let it delay a waking Predict by milliseconds), else nice 19. On a server busy on
+every core, a compile therefore waits for idle time.
 """
 
 from __future__ import annotations
@@ -22,12 +27,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile tier-1 kernel modules into numba's "
                                                  "cache.")
     parser.add_argument("modules", nargs="+", type=Path, help="generated t1_*.py files")
-    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
     args = parser.parse_args(argv)
     _die_with_parent()
-    if args.nice:
-        os.nice(args.nice)
-    from .build import compile_kernels  # after nice: importing numba is part of the work
+    _lowest_priority()
+    from .build import compile_kernels  # at low priority: importing numba is work too
 
     for path in args.modules:
         began = time.perf_counter()
@@ -39,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'compiled' if compiled else 'cached'} {path} "
               f"{time.perf_counter() - began:.2f}", flush=True)
     return 0
+
+
+def _lowest_priority() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
 
 
 def _die_with_parent() -> None:

@@ -36,11 +36,14 @@ from . import template
 
 # The argument types every tier-1 function is compiled for, and called with: tiers.Tier1 calls
 # the compiled entry points directly (no dispatcher typing per call), so the arrays it passes
-# must be exactly these kinds: float64 (int64 orders), C-contiguous, of this many dimensions.
+# must be exactly these kinds: float64 (int64 orders), C-contiguous (but one sample's inputs),
+# of this many dimensions.
 # Arrays the kernels only read are typed read-only; a writable array passed there is the same
 # in memory, and one compile serves both.
 _F8_1 = types.float64[::1]
 _F8_2 = types.float64[:, ::1]
+# One sample's inputs: any 1-D float64 array, strided or not (Network.predict need not check).
+_SAMPLE = types.Array(types.float64, 1, "A", readonly=True)
 _IN_1 = types.Array(types.float64, 1, "C", readonly=True)
 _IN_2 = types.Array(types.float64, 2, "C", readonly=True)
 _ORDERS = types.Array(types.int64, 2, "C", readonly=True)
@@ -52,7 +55,7 @@ SIGNATURES = {
     # params, velocity, work, inputs, targets, learning_rate
     "sample_step": (_F8_1, _F8_1, _F8_2, _IN_2, _IN_2, types.float64),
     # outputs [1, n_out], inputs [n_in], params, work
-    "predict_sample": (_F8_2, _IN_1, _IN_1, _F8_2),
+    "predict_sample": (_F8_2, _SAMPLE, _IN_1, _F8_2),
 }
 
 _MODULE_PREFIX = "t1_"

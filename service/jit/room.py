@@ -8,7 +8,7 @@ generic ones (tier 0). Getting tier 1 happens beside the serving, in three steps
      architectures of stored models;
   2. one background thread writes the generated module (build.write_source) and runs
      `python -m jitnet.service.jit <module>` to compile it into numba's cache, one compile at a
-     time, at low priority. numba's compiler holds the GIL for its whole run (seconds), so a
+     time, at the lowest priority (SCHED_IDLE: __main__.py). numba's compiler holds the GIL for its whole run (seconds), so a
      compile in the server's own process would stop every call; in a process of its own it only
      takes a core's share. An architecture compiled before (by this server, another worker or
      an earlier run) is found in the cache and not compiled again;
@@ -48,8 +48,6 @@ _LOGGER = logging.getLogger(__name__)
 # Generic kernel sets kept per architecture (a few small arrays each); past this many the cache
 # starts over.
 MAX_GENERIC = 4096
-# The compile process runs at this niceness: serving keeps the CPU it needs.
-COMPILE_NICENESS = 10
 COMPILE_TIMEOUT_SECONDS = 600
 
 
@@ -192,8 +190,7 @@ class Room:
         path = build.write_source(arch, self.directory)
         began = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "jitnet.service.jit", "--nice", str(COMPILE_NICENESS),
-             str(path)],
+            [sys.executable, "-m", "jitnet.service.jit", str(path)],
             capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         if done.returncode != 0:

@@ -11,7 +11,8 @@ What the engine calls (model.py, training.py, fastpath.py), the arrays as kernel
                  learning_rate, momentum, target_loss, epoch_losses) -> epochs run
     step(params, velocity, grad, work, inputs, targets, learning_rate) -> loss
     predict_rows(outputs, inputs, params, work) -> inputs not finite        any rows
-    predict_sample(outputs, x, params, work) -> inputs not finite           x: one row [n_in]
+    predict_sample(outputs, x, params, work) -> inputs not finite
+        x: one row [n_in], any 1-D float64 array (strided too), outputs [1, n_out]
     bind_predict_sample(outputs, inputs, params, work) -> run() -> inputs not finite
         the fast path's: buffers fixed once, inputs [1, n_in]; run() predicts what they hold.
 
@@ -67,6 +68,8 @@ class GenericKernels:
     def predict_sample(self, outputs, x, params, work) -> int:
         if self._on_predict is not None:
             self._on_predict()
+        if not x.flags.c_contiguous:  # a strided array would be another type to compile for
+            x = np.ascontiguousarray(x)
         return kernels.predict_rows(outputs, x[None], params, self._layout, self._kinds, work)
 
     def bind_predict_sample(self, outputs, inputs, params, work) -> Callable[[], int]:
