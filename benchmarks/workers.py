@@ -235,7 +235,7 @@ async def _closed_loop(port, request, channels, in_flight, seconds, warmup) -> d
 
 def measure(args) -> dict:
     cases = {"xor": ("xor", (2, 4, 1)), "digits": ("digits", (64, 64, 10))}
-    results: dict = {"rounds": args.rounds, "seconds": args.seconds,
+    results: dict = {"rounds": args.rounds, "seconds": args.seconds, "spread": args.spread,
                      "channels": args.channels, "in_flight": args.in_flight}
     with tempfile.TemporaryDirectory(prefix="jitnet-workers-") as work:
         workdir = Path(work)
@@ -244,6 +244,10 @@ def measure(args) -> dict:
             for n, server in servers.items():
                 for model, sizes in cases.values():
                     prepare(server, model, sizes)
+                if args.spread:  # worker k on core k (the parent stays on core 0)
+                    cores = sorted(_CORES)
+                    for k, pid in enumerate(_children(server.proc.pid)):
+                        os.sched_setaffinity(pid, {cores[k % len(cores)]})
             for name, (model, sizes) in cases.items():
                 request = _request(model, sizes[0])
                 runs = {1: [], 2: []}
@@ -281,8 +285,11 @@ def report(results: dict, quick: bool) -> str:
     return textwrap.dedent(f"""\
         {SECTION}
 
-        `python benchmarks/workers.py{' --quick' if quick else ''}`, {datetime.date.today()}:
-        every server process pinned to core 0, the load client (grpc.aio, {results['in_flight']}
+        `python benchmarks/workers.py{' --quick' if quick else ''}{' --spread' if results['spread']
+        else ''}`, {datetime.date.today()}:
+        {'worker k pinned to core k (the second shares its core with the client)' if
+         results['spread'] else 'every server process pinned to core 0'}, the load client
+        (grpc.aio, {results['in_flight']}
         calls in flight over {results['channels']} channels) on core 1; {results['rounds']}
         round(s) of {results['seconds']:g} s per server, alternating; medians. Each worker has
         specialised the model's architecture before the rounds.
@@ -326,6 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--spread", action="store_true",
+                        help="worker k on core k, sharing the last core with the client "
+                             "(default: every worker on core 0)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args(argv)

@@ -185,6 +185,18 @@ def test_sigterm_drains_every_worker(workers):
     assert log.count("SIGTERM: draining") == 3 and log.count("stopped") >= 3
 
 
+def test_workers_do_not_outlive_a_killed_parent(workers):
+    server = workers(2)
+    reach_all(server, 2)
+    pids = worker_pids(server)
+    server.kill()  # SIGKILL: the parent cannot pass anything on
+
+    def gone():
+        return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                       for pid in pids)
+    wait_for(gone, 30, 0.1, "the workers to exit after their parent")
+
+
 @pytest.mark.slow
 def test_the_parent_exits_non_zero_when_workers_keep_dying(workers, tmp_path):
     not_a_directory = tmp_path / "file"
