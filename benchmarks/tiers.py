@@ -470,14 +470,18 @@ def report(r: dict, quick: bool) -> str:
     ]
     table = "\n".join(["| measure | measured | target | result |", "|---|---|---|---|"]
                       + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
+    setup = textwrap.fill(
+        f"`python benchmarks/tiers.py{' --quick' if quick else ''}`, {datetime.date.today()}: "
+        f"{engine.cpu_model()} ({engine.cpu_flags()}); {engine.versions()}. In-process "
+        f"figures: this process pinned to one core, one BLAS thread, medians of "
+        f"{r['repeats']} repeats with tier 0, tier 1 and the bare loop back to back in each. "
+        f"Server figures: the server pinned to core 0, the client (one call at a time) on core "
+        f"1. Load average {r['load_average'][0]:.1f} at the start, "
+        f"{r['load_average'][1]:.1f} at the end (this run's own processes count).", 96)
     return textwrap.dedent(f"""\
         {SECTION}
 
-        `python benchmarks/tiers.py{' --quick' if quick else ''}`, {datetime.date.today()}:
-        {engine.cpu_model()} ({engine.cpu_flags()}); {engine.versions()}. In-process figures:
-        this process pinned to one core, one BLAS thread, medians of {r['repeats']} repeats
-        with tier 0, tier 1 and the bare loop back to back in each. Server figures: the server
-        pinned to core 0, the client (one call at a time) on core 1.
+        {{setup}}
 
         {{table}}
 
@@ -486,7 +490,7 @@ def report(r: dict, quick: bool) -> str:
         tiers, so the digits row is the same code either way. The compile runs in a process of
         its own at the lowest priority (SCHED_IDLE); the server loads the result in
         milliseconds.
-        """).replace("{table}", table)
+        """).replace("{setup}", setup).replace("{table}", table)
 
 
 def write_section(text: str) -> None:
@@ -509,11 +513,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="jitnet-tiers-") as work:
         workdir = Path(work)
         kernel_dir = workdir / "kernels"
         results = in_process(args.quick, kernel_dir)
         results.update(served(args.quick, workdir, kernel_dir))
+    results["load_average"] = (load_before, os.getloadavg()[0])
     text = report(results, args.quick)
     print(text)
     if args.json:

@@ -282,17 +282,21 @@ def report(results: dict, quick: bool) -> str:
         met = "met" if ratio <= MAX_CPU_RATIO else "**not met**"
         verdicts.append(f"| {title}: server CPU per call, 2 workers / 1 | **{ratio:.3f}x** | "
                         f"<= {MAX_CPU_RATIO}x | {met} |")
+    layout = ("worker k pinned to core k (the second shares its core with the client)"
+              if results["spread"] else "every server process pinned to core 0")
+    setup = textwrap.fill(
+        f"`python benchmarks/workers.py{' --quick' if quick else ''}"
+        f"{' --spread' if results['spread'] else ''}`, {datetime.date.today()}: {layout}; the "
+        f"load client (grpc.aio, {results['in_flight']} calls in flight over "
+        f"{results['channels']} channels) on core 1; {results['rounds']} round(s) of "
+        f"{results['seconds']:g} s per server, alternating; medians. Each worker has "
+        f"specialised the model's architecture before the rounds. Load average "
+        f"{results['load_average'][0]:.1f} at the start, {results['load_average'][1]:.1f} at the "
+        f"end (this run's own processes count).", 96)
     return textwrap.dedent(f"""\
         {SECTION}
 
-        `python benchmarks/workers.py{' --quick' if quick else ''}{' --spread' if results['spread']
-        else ''}`, {datetime.date.today()}:
-        {'worker k pinned to core k (the second shares its core with the client)' if
-         results['spread'] else 'every server process pinned to core 0'}, the load client
-        (grpc.aio, {results['in_flight']}
-        calls in flight over {results['channels']} channels) on core 1; {results['rounds']}
-        round(s) of {results['seconds']:g} s per server, alternating; medians. Each worker has
-        specialised the model's architecture before the rounds.
+        {{setup}}
 
         | case | workers | QPS | p50 ms | p99 ms | errors | CPU us/call |
         |---|---:|---:|---:|---:|---:|---:|
@@ -302,13 +306,15 @@ def report(results: dict, quick: bool) -> str:
         |---|---|---|---|
         {{verdicts}}
 
-        Why CPU per call: on this 2-core machine the client takes one core and both workers
-        share the other, so two workers cannot show more throughput here than one. What they
-        can show is that a call costs no more CPU with two of them: each worker is a whole
-        server (its own interpreter, no GIL shared), and the workers share only the port and
-        the model store. With CPU per call flat, throughput grows with the cores the workers
-        get on a bigger host, up to what the clients and the store can feed them.
-        """).replace("{rows}", "\n".join(rows)).replace("{verdicts}", "\n".join(verdicts))
+        Why CPU per call: on this 2-core machine the client takes one core and the workers
+        share the other, so two workers cannot show more throughput here than one. What counts
+        is the CPU a call costs: if it does not grow with the workers, throughput grows with the
+        cores the workers get on a bigger host, as each worker is a whole server (its own
+        interpreter, no GIL shared) sharing only the port and the model store. Two workers
+        sharing one core also pay for switching between two processes (two interpreters' code
+        and data in one core's caches), which `--spread` (a core each, one shared with the
+        client) moves but does not remove on two cores.
+        """).replace("{setup}", setup).replace("{rows}", "\n".join(rows)).replace("{verdicts}", "\n".join(verdicts))
 
 
 def write_section(text: str) -> None:
@@ -341,7 +347,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds = 2, 2.0
+    load_before = os.getloadavg()[0]
     results = measure(args)
+    results["load_average"] = (load_before, os.getloadavg()[0])
     text = report(results, args.quick)
     print(text)
     if args.json:
