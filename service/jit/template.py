@@ -14,8 +14,8 @@ What is specialised, and why only that (measured with benchmarks/engine.py, docs
     sample_epochs(params, velocity, work, inputs, targets, orders, learning_rate, momentum,
                   target_loss, epoch_losses) -> epochs run
         Train with batch size 1, the article's iteration. Per sample the generic kernel spends
-        most of its time finding its way (layer loop, offsets, kinds): an XOR epoch takes about
-        1.6x a hand-written loop generic, about 1.05x specialised.
+        most of its time finding its way (layer loop, offsets, kinds): an XOR epoch took
+        1.6-2x a hand-written loop generic, 1.05-1.2x specialised (benchmarks/tiers.py).
     sample_step(params, velocity, work, inputs, targets, learning_rate) -> loss
         Step: one sample, every intermediate value kept (nets, outputs, errors, deltas).
     predict_sample(outputs, inputs, params, work) -> inputs not finite

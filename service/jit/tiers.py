@@ -18,7 +18,8 @@ What the engine calls (model.py, training.py, fastpath.py), the arrays as kernel
 
 The specialised kernels are compiled entry points called directly (no numba dispatcher typing on
 each call), which do not check what they are given: the arrays must be float64 (orders int64),
-C-contiguous, with the dimensions above. The engine makes them so before any kernel runs.
+C-contiguous (one sample's x excepted), with the dimensions above. The engine makes them so
+before any kernel runs.
 """
 
 from __future__ import annotations
