@@ -190,7 +190,7 @@ def start_jitnet(env: dict, workdir: pathlib.Path, workers: int, name: str,
     port = port or _free_port()
     data = workdir / f"data-{name}"
     argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
-            str(port), "--data-dir", str(data), "--workers", str(workers), *flags]
+            str(port), "--data-dir", str(data), "--threads", str(workers), *flags]
     return Proc(argv, env, SERVER_CORE, workdir / f"{name}.log"), port
 
 

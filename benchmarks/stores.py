@@ -101,7 +101,7 @@ class Server:
         self.port = _free_port()
         self.log = workdir / f"{name}.log"
         argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
-                str(self.port), "--workers", "8", "--log-level", "WARNING"]
+                str(self.port), "--threads", "8", "--log-level", "WARNING"]
         env = {**os.environ, "JITNET_STORE": store}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,

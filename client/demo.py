@@ -34,8 +34,9 @@ def run(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
         data_dir = args.data_dir or tmp
+        # specialised_kernels=0: a demo of seconds would only start compiles it never uses.
         cfg = service_config.Config(host="127.0.0.1", port=0, data_dir=data_dir,
-                                    log_level="WARNING")
+                                    log_level="WARNING", specialised_kernels=0)
         handle = service_server.create_server(cfg)
         handle.start()  # answers at once; SERVING once the kernels are compiled (or cached)
         try:

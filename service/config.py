@@ -51,7 +51,8 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
     data_dir: str = "./jitnet-data"
-    workers: int = 8  # threads serving calls
+    workers: int = 1  # server processes on the port (workers.py); `auto`: one per core
+    threads: int = 8  # threads serving calls, in each server process
     grace_seconds: float = 10.0  # on SIGTERM, how long calls in flight may take to finish
     limits: Limits = dataclasses.field(default_factory=Limits)
     tls_cert: str | None = None  # PEM files; TLS is served when both are set
@@ -68,6 +69,10 @@ class Config:
     access_log: bool = False  # one log line per call, with a request id
     log_format: str = "text"  # or "json", one object per line
     tracing: bool = False  # OpenTelemetry spans (pip install 'jitnet[otel]')
+    kernel_dir: str | None = None  # specialised kernels' source and cache; None: the default
+    specialised_kernels: int = 32  # architectures served with specialised kernels at once
+    specialise_after_predicts: int = 1000  # tier-0 Predicts of an architecture that trigger it
+    specialise_at_start: int = 32  # stored models' architectures specialised at start
 
     def __post_init__(self):
         for setting in SETTINGS:
@@ -96,6 +101,16 @@ class Config:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as its JITNET_* variable: what from_env reads back as this Config
+        (how the parent of several workers hands them its settings, flags included)."""
+        env = {}
+        for setting in SETTINGS:
+            value = getattr(self.limits if setting.in_limits else self, setting.field)
+            env[setting.env] = "" if value is None else (repr(value) if isinstance(value, float)
+                                                         else str(value))
+        return env
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace | None,
@@ -188,6 +203,30 @@ def _port_or_off(value: int | None) -> str | None:
     return None if value is None or 0 <= value <= 65535 else f"must be 0..65535, got {value}"
 
 
+def _workers(raw: str) -> int:
+    """A number of processes, or `auto`: the cores this process may run on."""
+    if raw.strip().lower() == "auto":
+        return available_cores()
+    return int(raw)
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a container's --cpus) when there is one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as quota_file:
+            quota, period = quota_file.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -214,7 +253,11 @@ SETTINGS: tuple[Setting, ...] = (
             check=lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v}"),
     Setting("data_dir", str, "path", "directory holding the models (default ./jitnet-data); "
             "several servers may share one"),
-    Setting("workers", int, "integer", "threads serving calls (default 8)", check=_at_least(1)),
+    Setting("workers", _workers, "integer or auto", "server processes sharing the port, under a "
+            "parent that restarts them; auto: one per available core (default 1)",
+            check=_at_least(1)),
+    Setting("threads", int, "integer", "threads serving calls in each server process "
+            "(default 8)", check=_at_least(1)),
     Setting("grace_seconds", _number, "number", "on SIGTERM, seconds calls in flight get to "
             "finish before they are cut (default 10)", check=_at_least(0)),
     Setting("tls_cert", _optional_text, "path", "PEM certificate chain; with --tls-key, serve TLS"),
@@ -244,6 +287,18 @@ SETTINGS: tuple[Setting, ...] = (
             "line, for log shippers"),
     Setting("tracing", _on_off, "on/off", "an OpenTelemetry span per call, exported as the "
             "standard OTEL_* variables say; needs pip install 'jitnet[otel]' (default off)"),
+    Setting("kernel_dir", _optional_text, "path", "directory of the kernels specialised per "
+            "architecture (generated source and numba's cache), shared by the workers and "
+            "servers of a machine (default ~/.cache/jitnet/kernels)"),
+    Setting("specialised_kernels", _integer, "integer", "most architectures served with "
+            "specialised kernels at once, least recently used out; 0: generic kernels only "
+            "(default 32)", check=_at_least(0)),
+    Setting("specialise_after_predicts", _integer, "integer", "Predicts of an architecture on "
+            "the generic kernels after which it is specialised (a Train does it at once; "
+            "default 1000)", check=_at_least(1)),
+    Setting("specialise_at_start", _integer, "integer", "stored models' architectures "
+            "specialised (loaded from the cache, or compiled) at start (default 32)",
+            check=_at_least(0)),
     Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
             "(default 2000000)", in_limits=True, check=_at_least(1)),
     Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",
@@ -273,5 +328,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # An on/off setting given as a bare flag (`--access-log`) turns it on.
         switch = dict(nargs="?", const=True) if setting.parse is _on_off else {}
         group.add_argument(setting.flag, dest=setting.dest, type=setting.parse, default=None,
-                           metavar=setting.kind.upper(), help=f"{setting.help} [{setting.env}]",
-                           **switch)
+                           metavar=setting.kind.upper().replace(" OR ", "|"),
+                           help=f"{setting.help} [{setting.env}]", **switch)

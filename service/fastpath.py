@@ -5,8 +5,9 @@ everything but the reply's frame.
 The network of a one-sample Predict takes about a microsecond; inside a busy server each numpy
 or protobuf C call costs several (docs/benchmarks.md, "Serving"). So this path makes none: the
 request's bytes are copied into this thread's buffers for the model's current version, the
-kernel runs through its compiled entry point, and the reply's bytes are written around the
-output buffer. What it cannot answer (another shape, an input that is not finite, a reply over
+kernel runs through its compiled entry point (bound once per buffer set, and again when the
+kernel room swaps in another tier: jit/), and the reply's bytes are written around the output
+buffer. What it cannot answer (another shape, an input that is not finite, a reply over
 the size limit, a big-endian host) it leaves to the general path, which answers or says what is
 wrong: the servicer calls `predict_reply` (`infer_reply`) first and goes on when it returns
 None. Errors it does raise (an unknown model) are the ones the general path would raise for the
@@ -19,18 +20,16 @@ ModelInfer's replies may be the bytes made here (and the metrics count such a re
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 from typing import Callable
 
-import numba
 import numpy as np
 
 from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
-from . import kernels
+from . import jit
 from .errors import FailedPrecondition, NotFound
 from .store import ModelRecord
 
@@ -110,21 +109,19 @@ class _Prepared:
     replies' bytes around the outputs (jitnet.v1's PredictResponse, the protocol's
     ModelInferResponse)."""
 
-    __slots__ = ("record", "inputs", "outputs", "run", "prefix", "suffix", "version_text",
-                 "infer_head", "infer_tail")
+    __slots__ = ("record", "generation", "inputs", "outputs", "run", "prefix", "suffix",
+                 "version_text", "infer_head", "infer_tail")
 
     def __init__(self, record: ModelRecord):
         arch = record.arch
         inputs = np.empty((1, arch.layer_sizes[0]))
         outputs = np.empty((1, arch.layer_sizes[-1]))
-        # Writable copies of layout and kinds: a read-only array is another argument type.
-        args = (outputs, inputs, record.params, arch.layout.copy(), arch.kinds.copy(),
-                np.empty((2, arch.n_units)))
-        kernel = _compiled_predict_rows(args)
+        self.generation = _room.generation  # before asking: a swap after it binds again
+        self.run = jit.kernels_for(arch).bind_predict_sample(outputs, inputs, record.params,
+                                                              np.empty((2, arch.n_units)))
         self.record = record
         self.inputs = memoryview(inputs).cast("B")
         self.outputs = memoryview(outputs).cast("B")
-        self.run = functools.partial(kernel, *args)
         self.prefix, self.suffix = _reply_frame(arch.layer_sizes[-1], record.version)
         self.version_text = str(record.version)
         self.infer_head, self.infer_tail = _infer_reply_frame(record.id, self.version_text,
@@ -137,29 +134,18 @@ class _PerThread(threading.local):
 
 
 _per_thread = _PerThread()
+_room = jit.room
 
 
 def _prepared(model_id: str, record: ModelRecord) -> _Prepared:
     table = _per_thread.prepared
     prepared = table.get(model_id)
-    if prepared is None or prepared.record is not record:
+    if (prepared is None or prepared.record is not record
+            or prepared.generation != _room.generation):
         if len(table) >= MAX_MODELS_PER_THREAD:
             table.clear()
         prepared = table[model_id] = _Prepared(record)
     return prepared
-
-
-def _compiled_predict_rows(args: tuple) -> Callable[..., int]:
-    """kernels.predict_rows compiled for exactly these arguments' types, as its compiled entry
-    point: calling that skips numba's dispatcher, which types every argument on every call
-    (about 0.2 us of a one-sample Predict). The types never change, as the arrays are these.
-
-    numba internals: Dispatcher.compile(signature) compiles (or loads from the cache) and
-    returns the entry point; tests/server/test_fastpath.py checks this still holds."""
-    predict_rows = kernels.predict_rows
-    if not hasattr(predict_rows, "compile"):  # NUMBA_DISABLE_JIT: a plain function
-        return predict_rows
-    return predict_rows.compile(tuple(numba.typeof(a) for a in args))
 
 
 def _reply_frame(columns: int, version: int) -> tuple[bytes, bytes]:

@@ -1,10 +1,14 @@
 """grpc.health.v1 as jitnet serves it: NOT_SERVING while starting (kernels compiling, models
 loading), SERVING once ready, NOT_SERVING for good from the start of a drain. Health answers
 without a token and on threads of its own (guard.py), so probes always get through.
+
+Each server process answers for itself: with several workers on one port (workers.py) a Check
+reaches one of them, and its trailing metadata `jitnet-worker-pid` says which.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable, Iterable
 
@@ -14,6 +18,7 @@ from . import errors
 
 SERVICE_NAME = health.SERVICE_NAME
 SERVING = health_pb2.HealthCheckResponse.SERVING
+WORKER_PID = "jitnet-worker-pid"  # trailing metadata of a Check: the process that answered
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _WHOLE_SERVER = health_pb2.HealthCheckRequest(service="")
 
@@ -38,6 +43,10 @@ class HealthServicer(health.HealthServicer):
         self._watches_lock = threading.Lock()
         self._watches: set[Callable] = set()
         self._watches_ended = False
+
+    def Check(self, request, context):
+        context.set_trailing_metadata(((WORKER_PID, str(os.getpid())),))
+        return super().Check(request, context)
 
     def Watch(self, request, context, send_response_callback=None):
         if send_response_callback is None:  # a server without non-blocking streams

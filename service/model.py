@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from . import kernels
+from . import jit, kernels
 from .errors import Cancelled, Diverged, InvalidArgument
 
 class Activation(enum.IntEnum):
@@ -65,6 +65,7 @@ RELATIVE_ERROR_FLOOR = 1e-6
 CHECK_CHUNK_WORK = 4_000_000
 
 _FLOAT64 = np.dtype(np.float64)
+_room = jit.room  # read on every one-sample Predict: its generation says when to rebind
 
 
 def _enum_member(kind: type[enum.IntEnum], value, field: str):
@@ -274,6 +275,9 @@ def check_epsilon(epsilon: float | None) -> float:
 
 class _Scratch(threading.local):
     work = None  # [2, rows * units]: nets and outputs of up to PREDICT_BLOCK samples
+    # One sample: (the kernel room's generation when bound, the kernels' predict_sample, its
+    # [2, units] buffers). A tuple: one thread-local lookup per call.
+    sample = (-1, None, None)
 
 
 class Network:
@@ -290,11 +294,9 @@ class Network:
                                   f"parameters, got {params.size}")
         self.arch = arch
         self.params = params
-        # What predict() needs on every call, looked up once. Writable copies of layout and
-        # kinds: numba takes longer to type a read-only array argument.
+        # What predict() needs on every call, looked up once.
         self._sample_shape = (arch.layer_sizes[0],)
         self._sample_output_shape = (1, arch.layer_sizes[-1])
-        self._layout, self._kinds = arch.layout.copy(), arch.kinds.copy()
         self._units = arch.n_units
         self._scratch = _Scratch()  # per-thread predict buffers: no allocation per call
 
@@ -348,23 +350,39 @@ class Network:
         # What a server passes (a float64 C array of the right width) takes the same checks as
         # as_matrix in fewer steps: this runs on every Predict, and for one sample its Python
         # work costs as much as the network. Anything else goes through as_matrix.
-        if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape \
-                and x.flags.c_contiguous:
-            x, rows, out = x[None], 1, np.empty(self._sample_output_shape)
-        else:
-            if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
-                    and x.shape[1] == self._sample_shape[0] and x.flags.c_contiguous):
-                x = as_matrix(inputs, self._sample_shape[0], "inputs")
-            rows = x.shape[0]
-            out = np.empty((rows, self._sample_output_shape[1]))
+        if type(x) is np.ndarray and x.dtype is _FLOAT64 and x.shape == self._sample_shape:
+            # One sample (strided or not: the kernels take either): this thread's kernel, bound
+            # once per kernel generation (jit/room.py), which is tier 1's compiled entry point
+            # once it is loaded. np.ndarray(shape) is np.empty without its argument parsing.
+            sample = self._scratch.sample
+            if sample[0] != _room.generation:
+                sample = self._bind_sample()
+            out = np.ndarray(self._sample_output_shape)
+            # The kernel counts the inputs that are not finite while it reads them (one pass,
+            # not a separate np.isfinite scan); then nothing is returned and check_finite says
+            # which.
+            if sample[1](out, x, self.params, sample[2]):
+                check_finite(x, "inputs")
+            return out
+        if not (type(x) is np.ndarray and x.dtype is _FLOAT64 and x.ndim == 2
+                and x.shape[1] == self._sample_shape[0] and x.flags.c_contiguous):
+            x = as_matrix(inputs, self._sample_shape[0], "inputs")
+        rows = x.shape[0]
+        out = np.empty((rows, self._sample_output_shape[1]))
         work = self._scratch.work
-        if work is None or (rows > 1 and work.shape[1] < min(rows, PREDICT_BLOCK) * self._units):
-            work = self._scratch.work = np.empty((2, min(rows, PREDICT_BLOCK) * self._units))
-        # The kernel counts the inputs that are not finite while it reads them (one pass, not
-        # a separate np.isfinite scan); then nothing is returned and check_finite says which.
-        if rows and kernels.predict_rows(out, x, self.params, self._layout, self._kinds, work):
+        if work is None or work.shape[1] < min(rows, PREDICT_BLOCK) * self._units:
+            work = self._scratch.work = np.empty((2, max(1, min(rows, PREDICT_BLOCK))
+                                                  * self._units))
+        if rows and jit.kernels_for(self.arch).predict_rows(out, x, self.params, work):
             check_finite(x, "inputs")
         return out
+
+    def _bind_sample(self) -> tuple:
+        generation = _room.generation  # before asking: a swap after this rebinds again
+        sample = (generation, jit.kernels_for(self.arch).predict_sample,
+                  np.empty((2, self._units)))
+        self._scratch.sample = sample
+        return sample
 
     def step(self, sample_input, target, learning_rate: float) -> StepResult:
         """One iteration on one sample, keeping every intermediate value. Does not change self."""
@@ -374,9 +392,8 @@ class Network:
         params = self.params.copy()
         grad, velocity = np.zeros_like(params), np.zeros_like(params)
         work = arch.work_buffers(1)
-        z, a, e, d, t_buf = work
-        loss = kernels.iteration(params, velocity, grad, z, a, e, d, t_buf, arch.layout,
-                                 arch.kinds, x, t, NO_ORDER, 0, 0, 1, rate, 0.0)
+        z, a, e, d, _ = work
+        loss = jit.kernels_for(arch).step(params, velocity, grad, work, x, t, rate)
         if not np.isfinite(params).all():
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
         before, after = self.layers(), self.layers(params)

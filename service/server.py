@@ -14,6 +14,11 @@ Lifecycle:
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
+With `workers` above 1, `run` is the parent of that many such servers on one port
+(workers.py). At start, after warm-up, the kernel room (jit/) is set up from the settings and
+loads the specialised kernels of stored models' architectures from its cache (or queues their
+compile): a restart is warm.
+
 The other rooms of the server: guard.py wraps every handler (malformed requests, health's own
 threads, the count of running calls), health.py is grpc.health.v1 with a drain, observability/
 has the metrics endpoint, the access log and traces (each off unless configured).
@@ -41,16 +46,16 @@ from jitnet.inference import open_inference_grpc_pb2_grpc
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc
 
 from . import config as config_module
-from . import health
+from . import health, jit
 from .auth import BearerTokenInterceptor
 from .config import Config, ConfigError
+from .errors import FailedPrecondition, NotFound, StoreUnavailable
 from .events import QUIET
 from .guard import CallGuard, Registering
 from .observability import Observer, logs
 from .inference_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
 from .inference_servicer import InferenceServicer
 from .servicer import NetworkServicer
-from .errors import StoreUnavailable
 from .store import LoadReport, ModelStore, open_store
 from .warmup import warm_up as default_warm_up
 
@@ -93,6 +98,7 @@ class ServerHandle:
     observer: Observer | None = None  # metrics, access log, traces; None when all are off
     startup_error: BaseException | None = None
     stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
+    listen: Callable[[], int] | None = None  # a worker binds its shared port once ready
 
     @property
     def metrics_port(self) -> int | None:
@@ -100,7 +106,17 @@ class ServerHandle:
         return self.observer.metrics_port if self.observer is not None else None
 
     def start(self) -> ServerHandle:
-        """Starts answering (health NOT_SERVING), then warms up and loads in the background."""
+        """Starts answering (health NOT_SERVING), then warms up and loads in the background.
+
+        A worker (workers.py) warms up and loads first and binds its port after: the port is
+        shared, so until then the other workers take every new connection, and none of them
+        meets a worker that would answer UNAVAILABLE while it starts."""
+        if self.listen is not None:
+            self._start_up()
+            if self.startup_error is None:
+                self.listen()
+                self.server.start()
+            return self
         self.server.start()
         threading.Thread(target=self._start_up, name="jitnet-startup", daemon=True).start()
         return self
@@ -119,6 +135,7 @@ class ServerHandle:
                          time.perf_counter() - warmed,
                          f"; {len(report.failed)} unreadable: {', '.join(report.failed)}"
                          if report.failed else "")
+            self._specialise(report)
         except BaseException as exc:  # noqa: BLE001 - reported to run(), which exits 1
             _LOGGER.critical("start-up failed: %s", exc, exc_info=exc)
             self.startup_error = exc
@@ -146,6 +163,31 @@ class ServerHandle:
                 return None
             delay = min(2 * delay, STORE_RETRY_MAX_SECONDS)
 
+    def _specialise(self, report: LoadReport) -> None:
+        """The kernel room, set up after warm-up (which compiles the generic kernels): the
+        stored models' architectures, most recently changed first, get their specialised
+        kernels from the cache now, or queued for compiling."""
+        config = self.config
+        jit.room.configure(jit.Mode.BACKGROUND, directory=config.kernel_dir,
+                           max_loaded=config.specialised_kernels,
+                           after_predicts=config.specialise_after_predicts)
+        if not config.specialised_kernels or not config.specialise_at_start:
+            return
+        records = []
+        for model_id in report.loaded:
+            try:
+                records.append(self.store.get(model_id))
+            except (NotFound, FailedPrecondition):
+                continue  # deleted or damaged since
+        records.sort(key=lambda record: record.update_time_ns, reverse=True)
+        began = time.perf_counter()
+        loaded, queued = jit.room.prefetch([r.arch for r in records],
+                                           config.specialise_at_start)
+        if loaded or queued:
+            _LOGGER.info("specialised kernels: %d architecture(s) loaded from %s in %.0f ms, "
+                         "%d queued for compiling", loaded, jit.room.directory,
+                         1e3 * (time.perf_counter() - began), queued)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
 
@@ -167,14 +209,16 @@ class ServerHandle:
         return self.calls.wait_idle(timeout)
 
 
-def create_server(config: Config, *, warm_up: Callable[[], object] = default_warm_up
-                  ) -> ServerHandle:
-    """Builds and binds a server; `.start()` it. `warm_up` is injectable for tests."""
+def create_server(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
+                  reuse_port: bool = False) -> ServerHandle:
+    """Builds and binds a server; `.start()` it. `warm_up` is injectable for tests;
+    `reuse_port` is for the workers of one parent (workers.py), which share the port."""
     lim = config.limits
     options = [
         ("grpc.max_receive_message_length", lim.max_message_bytes),
         ("grpc.max_send_message_length", lim.max_message_bytes),
-        ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
+        # Alone, a second server on a taken port fails instead of sharing it; workers share.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         *KEEPALIVE_OPTIONS,
     ]
     store = open_store(config.store_location, refresh_seconds=config.refresh_seconds,
@@ -189,7 +233,7 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
     # of a one-sample Predict, so the guard wraps handlers once, as they are registered.
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else None
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="jitnet"),
+        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="jitnet"),
         interceptors=interceptors, options=options,
         maximum_concurrent_rpcs=lim.max_concurrent_calls)
     guarded = Registering(server, calls)
@@ -207,30 +251,47 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         (SERVICE_NAME, INFERENCE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
         guarded)
 
+    credentials = None
     if config.tls:
         with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
             credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-        port = server.add_secure_port(config.address, credentials)
-    else:
-        port = server.add_insecure_port(config.address)
-    if not port:
-        raise RuntimeError(f"could not listen on {config.address}")
+
+    def listen() -> int:  # grpc binds (and listens) as a port is added
+        port = (server.add_secure_port(config.address, credentials) if credentials
+                else server.add_insecure_port(config.address))
+        if not port:
+            raise RuntimeError(f"could not listen on {config.address}")
+        return port
+
     if observer is not None and config.metrics_port is not None:
         try:
             observer.serve_metrics(config.host, config.metrics_port)
         except OSError as exc:
-            server.stop(None)
             raise RuntimeError(f"could not serve metrics on {config.host}:"
                                f"{config.metrics_port}: {exc}") from None
+    if reuse_port:  # a worker: the parent chose the port; bound once ready (start)
+        return ServerHandle(server, config.port, config, store, health_servicer, ready,
+                            warm_up, calls, observer, listen=listen)
+    try:
+        port = listen()
+    except RuntimeError:
+        if observer is not None:
+            observer.close()
+        raise
     return ServerHandle(server, port, config, store, health_servicer, ready, warm_up, calls,
                         observer)
 
 
-def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> int:
-    """Serves until SIGTERM or SIGINT, then drains. Returns the process exit code."""
+def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
+        reuse_port: bool = False) -> int:
+    """Serves until SIGTERM or SIGINT, then drains. Returns the process exit code. With
+    config.workers above 1, runs the parent of that many server processes instead."""
+    if config.workers > 1:
+        from . import workers
+        return workers.run(config)
     logs.configure(config.log_level, config.log_format)
     try:
-        handle = create_server(config, warm_up=warm_up)
+        handle = create_server(config, warm_up=warm_up, reuse_port=reuse_port)
     except (OSError, RuntimeError) as exc:
         _LOGGER.critical("cannot start: %s", exc)
         return 1
@@ -247,10 +308,14 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up) -> i
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
-    handle.start()
-    _LOGGER.info("listening on %s:%d (%s, store %s, %d workers, auth %s)", config.host,
+    try:
+        handle.start()
+    except (OSError, RuntimeError) as exc:  # a worker binding its port after warm-up
+        _LOGGER.critical("cannot start: %s", exc)
+        return 1
+    _LOGGER.info("listening on %s:%d (%s, store %s, %d threads, auth %s)", config.host,
                  handle.port, "TLS" if config.tls else "plaintext", handle.store.location,
-                 config.workers, "bearer token" if config.auth_token else "off")
+                 config.threads, "bearer token" if config.auth_token else "off")
     if handle.observer is not None:
         _LOGGER.info("observability: metrics %s, access log %s, tracing %s",
                      f"on http://{config.host}:{handle.metrics_port}/metrics"

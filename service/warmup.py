@@ -15,6 +15,9 @@ Predict's as read-only views); the repeated fields of Step and CheckGradients; T
 and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths;
 Predict with row counts going up and down. Nothing here touches disk.
 tests/server/test_warmup.py checks that no call compiles anything after it.
+
+These are the generic (tier-0) kernels. An architecture's own kernels (tier 1, jit/) are not
+compiled here: the server compiles them per architecture in a process of its own, after start.
 """
 
 from __future__ import annotations

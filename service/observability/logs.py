@@ -25,12 +25,13 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _USABLE_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: nothing that forges a line
 
 
-def configure(level: str, log_format: str = "text") -> None:
-    """Logs to stderr in the chosen format, unless the process set up logging already."""
+def configure(level: str, log_format: str = "text", who: str = "") -> None:
+    """Logs to stderr in the chosen format, unless the process set up logging already; `who`
+    (a worker's name, workers.py) goes into every line."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+        handler.setFormatter(JsonFormatter(who) if log_format == "json" else TextFormatter(who))
         root.addHandler(handler)
     root.setLevel(level)
 
@@ -92,8 +93,9 @@ def access(method: str, code: str, seconds: float, peer: str, model_id: str | No
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger: message request_id=...` (the id only inside a call)."""
 
-    def __init__(self):
-        super().__init__(TEXT_FORMAT)
+    def __init__(self, who: str = ""):
+        super().__init__(TEXT_FORMAT.replace("%(name)s", f"{who} %(name)s") if who
+                         else TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
@@ -103,7 +105,12 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id when
-    inside a call, the access fields on access lines, exception with its traceback."""
+    inside a call, the access fields on access lines, exception with its traceback; `worker`
+    in a worker's lines."""
+
+    def __init__(self, who: str = ""):
+        super().__init__()
+        self._who = who
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -113,6 +120,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._who:
+            out["worker"] = self._who
         rid = getattr(record, "request_id", None)
         if rid:
             out["request_id"] = rid

@@ -34,7 +34,7 @@ def _until_free(stub, model_id: str, limit: float = 2.0) -> float:
 @pytest.mark.parametrize("how", ["cancel", "deadline"])
 def test_a_stopped_train_frees_its_worker_and_lease_and_keeps_committed_versions(make_server,
                                                                                  how):
-    server = make_server(workers=1)  # one worker: the next call needs the stopped one's
+    server = make_server(threads=1)  # one thread: the next call needs the stopped one's
     stub = server.stub
     create(stub, "t")
     create(stub, "other")
@@ -67,7 +67,7 @@ def test_a_stopped_train_frees_its_worker_and_lease_and_keeps_committed_versions
 
 
 def test_a_call_whose_deadline_passes_while_queued_never_runs(make_server):
-    server = make_server(workers=1)
+    server = make_server(threads=1)
     stub = server.stub
     create(stub, "busy")
     create(stub, "queued")

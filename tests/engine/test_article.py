@@ -11,6 +11,8 @@ from jitnet.service.model import Activation, Architecture, GradientMode, Loss, N
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 HIDDEN_W = np.array(datasets.ARTICLE_HIDDEN)
 OUTPUT_W = np.array(datasets.ARTICLE_OUTPUT)
 INPUT, TARGET, LR = [0.0, 1.0], [1.0], 0.001

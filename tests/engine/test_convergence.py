@@ -10,7 +10,7 @@ import pytest
 from jitnet.service import training
 from jitnet.service.model import Activation, Architecture, Init, Loss, Network
 
-pytestmark = pytest.mark.jit_only
+pytestmark = [pytest.mark.jit_only, pytest.mark.usefixtures("tier")]
 
 
 def test_xor_converges_for_twenty_of_twenty_seeds(xor):

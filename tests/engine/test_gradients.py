@@ -17,6 +17,8 @@ from jitnet.service.model import Activation, Architecture, GradientMode, Loss, N
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
 OUTPUT_LOSS = [(Activation.SIGMOID, Loss.MSE), (Activation.SIGMOID, Loss.CROSS_ENTROPY),
                (Activation.LINEAR, Loss.MSE), (Activation.SOFTMAX, Loss.MSE),
@@ -258,11 +260,25 @@ def training_problems(draw):
     return hidden, output, loss, bias, mode, sizes, rows, batch, momentum, seed
 
 
-@settings(max_examples=40, deadline=None, database=None, derandomize=True)
-@given(training_problems())
-def test_random_training_runs_match_naive(problem):
+def random_training_run_matches_naive(problem):
     hidden, output, loss, bias, mode, sizes, rows, batch, momentum, seed = problem
     arch, layers, x, t = make_problem(seed, hidden, output, loss, bias, mode, sizes=sizes,
                                       rows=rows)
     assert_training_matches_naive(arch, layers, x, t, epochs=2, batch_size=batch,
                                   momentum=momentum, lr=0.2)
+
+
+@pytest.mark.parametrize("tier", [0], indirect=True, ids=["tier0"])
+@settings(max_examples=40, deadline=None, database=None, derandomize=True)
+@given(training_problems())
+def test_random_training_runs_match_naive(problem):
+    random_training_run_matches_naive(problem)
+
+
+# At tier 1 nearly every example is an architecture of its own, compiled for it (seconds
+# each): fewer examples, the same check.
+@pytest.mark.parametrize("tier", [1], indirect=True, ids=["tier1"])
+@settings(max_examples=12, deadline=None, database=None, derandomize=True)
+@given(training_problems())
+def test_random_training_runs_match_naive_at_tier_1(problem):
+    random_training_run_matches_naive(problem)

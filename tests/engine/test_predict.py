@@ -11,6 +11,8 @@ from jitnet.service.model import Activation, Architecture, Loss, Network
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
 OUTPUT = [Activation.SIGMOID, Activation.LINEAR, Activation.SOFTMAX]
 

@@ -9,6 +9,8 @@ from jitnet.service.model import Activation, Architecture, Loss, Network
 
 from . import naive
 
+pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
+
 # Without JIT the kernels' overflow shows up as numpy RuntimeWarnings; here it is the subject.
 OVERFLOW_IS_THE_POINT = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -100,7 +100,7 @@ class Fuzzer:
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory, warmed):
     config = Config(host="127.0.0.1", port=0, data_dir=str(tmp_path_factory.mktemp("fuzz-v2")),
-                    refresh_seconds=0.1, workers=4, limits=Limits(**LIMITS))
+                    refresh_seconds=0.1, threads=4, limits=Limits(**LIMITS))
     handle = create_server(config, warm_up=lambda: None).start()
     assert handle.wait_ready(30)
     channel = grpc.insecure_channel(f"127.0.0.1:{handle.port}")

@@ -216,9 +216,9 @@ def test_request_message_size_exactly_at_and_one_over_and_the_server_stays_healt
     assert stub.Predict(at, timeout=TIMEOUT).model_version == 1
 
 
-@pytest.mark.parametrize("limit, workers", [(1, 1), (3, 3), (2, 4)])
-def test_calls_at_once_exactly_at_the_limit_and_one_over(make_server, limit, workers):
-    server = make_server(limits=dict(max_concurrent_calls=limit), workers=workers)
+@pytest.mark.parametrize("limit, threads", [(1, 1), (3, 3), (2, 4)])
+def test_calls_at_once_exactly_at_the_limit_and_one_over(make_server, limit, threads):
+    server = make_server(limits=dict(max_concurrent_calls=limit), threads=threads)
     stub = server.stub
     for k in range(limit):
         create(stub, f"t{k}")
@@ -247,7 +247,7 @@ def test_calls_at_once_exactly_at_the_limit_and_one_over(make_server, limit, wor
 def test_the_queue_behind_busy_workers_is_bounded(make_server):
     """One worker, two calls at once: one running, one queued; a third is refused at once, and
     the queued one is served when the worker frees."""
-    server = make_server(limits=dict(max_concurrent_calls=2), workers=1)
+    server = make_server(limits=dict(max_concurrent_calls=2), threads=1)
     stub = server.stub
     create(stub, "busy")
     create(stub, "other")

@@ -17,8 +17,8 @@ def _parse(argv, env=None) -> Config:
 
 def test_defaults():
     config = Config.from_env({})
-    assert (config.host, config.port, config.data_dir, config.workers, config.grace_seconds) == (
-        "0.0.0.0", 50051, "./jitnet-data", 8, 10.0)
+    assert (config.host, config.port, config.data_dir, config.workers, config.threads,
+            config.grace_seconds) == ("0.0.0.0", 50051, "./jitnet-data", 1, 8, 10.0)
     assert config.limits == Limits()
     assert (config.limits.max_parameters, config.limits.max_layer_width, config.limits.max_rows,
             config.limits.max_work, config.limits.max_message_bytes,

@@ -61,7 +61,7 @@ def test_reflection_lists_the_services(server):
 
 def test_health_answers_at_once_while_every_worker_is_busy(make_server):
     """Probes run on threads of their own: with every worker training, Check still answers."""
-    server = make_server(workers=2)
+    server = make_server(threads=2)
     stub = server.stub
     streams = []
     try:

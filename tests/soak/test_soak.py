@@ -119,7 +119,7 @@ class Load:
 @pytest.mark.soak
 @pytest.mark.slow
 def test_soak_concurrent_train_step_predict(spawn):
-    server = spawn("--workers", "8")
+    server = spawn("--threads", "8")
     stub = server.stub
     _models(stub)
     probe = pb.PredictRequest(model_id=UNTOUCHED, inputs=tensor(

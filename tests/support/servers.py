@@ -63,6 +63,9 @@ def start_in_process(data_dir, *, warm_up=lambda: None, wait_ready: bool = True,
     passes its own."""
     limits = Limits(**settings.pop("limits", {}))
     settings.setdefault("refresh_seconds", 0.1)
+    # Generic kernels only, unless a test is about specialising (tests/jit): otherwise every
+    # Train of a new architecture would start a compile process beside the suite.
+    settings.setdefault("specialised_kernels", 0)
     config = Config(host="127.0.0.1", port=0, data_dir=str(data_dir), limits=limits, **settings)
     handle = create_server(config, warm_up=warm_up).start()
     if wait_ready:
@@ -85,7 +88,10 @@ class ServerProcess:
                    "--port", "0", "--data-dir", str(data_dir), *args]
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+                                     text=True, cwd=ROOT,
+                                     # generic kernels only unless asked for (start_in_process)
+                                     env={**os.environ, "JITNET_SPECIALISED_KERNELS": "0",
+                                          **(env or {})})
         self.lines: list[str] = []
         self._port = 0
         self._port_known = threading.Event()

@@ -119,7 +119,7 @@ class Fuzzer:
 
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory, warmed):
-    server = start_in_process(tmp_path_factory.mktemp("fuzz"), workers=4, limits=LIMITS)
+    server = start_in_process(tmp_path_factory.mktemp("fuzz"), threads=4, limits=LIMITS)
     fuzz = Fuzzer(server)
     yield fuzz
     SUMMARY["fuzz cases run"] = (f"{fuzz.cases} (statuses: "
