@@ -72,9 +72,9 @@ class HealthServicer(health.HealthServicer):
 
     def is_serving(self) -> bool:
         """Whether a probe's Check of the server as a whole ("") answers SERVING right now:
-        asked of Check itself, so that other protocols' readiness (the Open Inference
+        asked of grpc's Check itself, so that other protocols' readiness (the Open Inference
         Protocol's ServerReady) can never disagree with grpc.health.v1."""
-        return self.Check(_WHOLE_SERVER, None).status == SERVING
+        return super().Check(_WHOLE_SERVER, None).status == SERVING
 
     def serve(self) -> None:
         """SERVING for the server and every service (ignored once draining has begun)."""

@@ -59,9 +59,9 @@ _WORKER_FLAG = "--worker"
 
 def run(config: Config) -> int:
     """The parent of config.workers servers; returns its exit code."""
-    from .server import _configure_logging
+    from .observability import logs
 
-    _configure_logging(config.log_level, "parent")
+    logs.configure(config.log_level, config.log_format, "parent")
     try:
         reservation, port = _reserve_port(config)
     except OSError as exc:

@@ -197,3 +197,21 @@ def test_nginx_accepts_a_rendered_loopback_config(tmp_path):
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_python_package_of_the_tree_is_in_the_distribution():
+    """pyproject.toml lists the packages by hand (package-dir maps them): a package left out
+    works in an editable install and is missing from a wheel, so from the image."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(project["packages"])
+    roots = {name: ROOT / path for name, path in project["package-dir"].items()}
+    found = set()
+    for name, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            if "__pycache__" in init.parts:
+                continue
+            relative = init.parent.relative_to(root).parts
+            found.add(".".join((name, *relative)))
+    assert found <= listed, f"in the tree but not in pyproject.toml: {sorted(found - listed)}"
