@@ -33,6 +33,12 @@ run() {
     fi
 }
 
+# pyflakes, pycodestyle, isort, bugbear, pyupgrade over every Python file (pyproject.toml's
+# [tool.ruff]; generated protobuf code excepted).
+ruff_check() {
+    ruff check --quiet .
+}
+
 buf_lint() {
     "$BUF" lint protos
 }
@@ -133,6 +139,7 @@ kserve_manifests() {
     python deploy/k8s/kserve/check.py
 }
 
+run "ruff" ruff_check
 run "buf lint" buf_lint
 run "buf breaking (against $BRANCH)" buf_breaking
 run "docker-compose config" compose_config

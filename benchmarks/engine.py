@@ -43,15 +43,24 @@ if "--keep-openblas-env" not in sys.argv:
         os.environ.pop(_name, None)
 
 import numpy as np  # noqa: E402
+
+# benchmarks/common.py (a script's own directory is on sys.path)
+from common import (  # noqa: E402
+    DOC,
+    MACHINE_CORES,
+    ROOT,
+    cpu_flags,
+    cpu_model,
+    median,
+    pin_self,
+    versions,
+    write_section,
+)
 from numba import njit  # noqa: E402
 
 from jitnet.client import datasets  # noqa: E402
 from jitnet.service import training  # noqa: E402
 from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402
-
-# benchmarks/common.py (a script's own directory is on sys.path)
-from common import (DOC, MACHINE_CORES, ROOT, cpu_flags, cpu_model, median,  # noqa: E402
-                    pin_self, versions, write_section)
 
 try:
     import torch
@@ -147,7 +156,7 @@ def xor_numpy(epochs):
     (w1, b1), (w2, b2) = xor_layers()
     began = time.perf_counter()
     for _ in range(epochs):
-        for x, t in zip(XOR_X, XOR_T):
+        for x, t in zip(XOR_X, XOR_T, strict=True):
             h = _sigmoid(w1 @ x + b1)
             y = _sigmoid(w2 @ h + b2)
             d = (t - y) * y * (1.0 - y)
@@ -181,7 +190,7 @@ def xor_torch(epochs):
     xs, ts = torch.from_numpy(XOR_X), torch.from_numpy(XOR_T)
     began = time.perf_counter()
     for _ in range(epochs):
-        for x, t in zip(xs, ts):
+        for x, t in zip(xs, ts, strict=True):
             optimizer.zero_grad()
             loss = 0.5 * ((model(x) - t) ** 2).sum()
             loss.backward()
@@ -235,7 +244,7 @@ def digits_engine(data, seed):
     options = training.TrainOptions(epochs=EPOCHS, learning_rate=LR, batch_size=BATCH,
                                     shuffle=True, seed=seed)
     began = time.perf_counter()
-    for progress in training.train(net, x, t, options):
+    for progress in training.train(net, x, t, options):  # noqa: B007 - the last one is used
         pass
     took = time.perf_counter() - began
     return took, accuracy(Network(net.arch, progress.params).predict(x_test), y_test)
@@ -626,7 +635,8 @@ def report(results, accuracies, repeats, starts, quick):
 
         `python benchmarks/engine.py{' --quick' if quick else ''}`, {datetime.date.today()}:
         {cpu_model()} ({cpu_flags()}), pinned to one core, one BLAS / OpenMP / torch thread;
-        {versions("numpy", "numba", "scipy", "torch", "scikit-learn")}. BLAS: {blas_info()}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {env_note}.
+        {versions("numpy", "numba", "scipy", "torch", "scikit-learn")}. BLAS: {blas_info()}.
+        OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {env_note}.
         Medians of {repeats} repeats, the implementations of a row back to back in each; ratios
         are each implementation's time over the engine's (above 1: the engine is faster).
 

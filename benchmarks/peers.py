@@ -139,7 +139,7 @@ def create_in_jitnet(target: str, clf) -> None:
         return pb.Tensor(shape=list(a.shape), raw=a.tobytes())
 
     layers = [pb.Layer(weights=tensor(w.T), biases=tensor(b))
-              for w, b in zip(clf.coefs_, clf.intercepts_)]
+              for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)]
     arch = pb.Architecture(layer_sizes=[64, 64, 10], hidden_activation=pb.ACTIVATION_RELU,
                            output_activation=pb.ACTIVATION_SOFTMAX, loss=pb.LOSS_CROSS_ENTROPY)
     with grpc.insecure_channel(target) as channel:

@@ -67,8 +67,17 @@ import threading
 import time
 
 # benchmarks/common.py (a script's own directory is on sys.path)
-from common import (DOC, MACHINE_CORES, ROOT, machine, median, pin_self, pinned_to, versions,
-                    write_section)
+from common import (
+    DOC,
+    MACHINE_CORES,
+    ROOT,
+    machine,
+    median,
+    pin_self,
+    pinned_to,
+    versions,
+    write_section,
+)
 
 SECTION = "## Serving"
 PREDICT = "/jitnet.v1.NetworkService/Predict"
@@ -382,7 +391,7 @@ def engine_main(args) -> int:
         net.params.setflags(write=False)  # as the store hands records out
         options = training.TrainOptions(epochs=args.epochs, learning_rate=0.5)
         began = time.perf_counter()
-        for progress in training.train(net, x, t, options):
+        for progress in training.train(net, x, t, options):  # noqa: B007 - the last is used
             pass
         times.append(time.perf_counter() - began)
     # The kernel's ceiling for the 1,000-row case: Network.predict alone, same model shape.
@@ -646,8 +655,8 @@ def measure_train(env: dict, workdir: pathlib.Path, target: str, args) -> dict:
             model_id = f"train-{k}"
             client.create_model([2, 4, 1], seed=seed, model_id=model_id)
             began = time.perf_counter()
-            for progress in client.train(model_id, x, y, epochs=epochs, learning_rate=0.5,
-                                         report_every=0):
+            for progress in client.train(  # noqa: B007 - the last one is used
+                    model_id, x, y, epochs=epochs, learning_rate=0.5, report_every=0):
                 pass
             grpc_times.append(time.perf_counter() - began)
             server_elapsed.append(progress.elapsed_seconds)

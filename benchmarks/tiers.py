@@ -46,17 +46,18 @@ import sys
 import tempfile
 import textwrap
 import time
+from itertools import pairwise
 from pathlib import Path
 
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_name] = "1"
 
+import engine  # noqa: E402  (benchmarks/engine.py: the bare loops and the data)
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-import engine  # noqa: E402  (benchmarks/engine.py: the bare loops and the data)
 from jitnet.service import jit, training  # noqa: E402
-from jitnet.service.model import Architecture, Init, Network  # noqa: E402
+from jitnet.service.model import Init, Network  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -149,7 +150,7 @@ def digits_flops(samples: int, epochs: int) -> float:
     the weight gradients (fan_in x fan_out multiply-adds each), and above the first layer the
     input error (as many again); a multiply-add is 2 operations."""
     per_sample = 0
-    for layer, (fan_in, fan_out) in enumerate(zip(DIGITS.layer_sizes, DIGITS.layer_sizes[1:])):
+    for layer, (fan_in, fan_out) in enumerate(pairwise(DIGITS.layer_sizes)):
         per_sample += (2 if layer == 0 else 3) * fan_in * fan_out
     return 2.0 * per_sample * samples * epochs
 

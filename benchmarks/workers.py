@@ -241,7 +241,7 @@ def measure(args) -> dict:
         workdir = Path(work)
         servers = {n: Server(workdir, n) for n in (1, 2)}
         try:
-            for n, server in servers.items():
+            for server in servers.values():
                 for model, sizes in cases.values():
                     prepare(server, model, sizes)
                 if args.spread:  # worker k on core k (the parent stays on core 0)
@@ -293,7 +293,7 @@ def report(results: dict, quick: bool) -> str:
         f"specialised the model's architecture before the rounds. Load average "
         f"{results['load_average'][0]:.1f} at the start, {results['load_average'][1]:.1f} at the "
         f"end (this run's own processes count).", 96)
-    return textwrap.dedent(f"""\
+    text = textwrap.dedent(f"""\
         {SECTION}
 
         {{setup}}
@@ -314,7 +314,9 @@ def report(results: dict, quick: bool) -> str:
         sharing one core also pay for switching between two processes (two interpreters' code
         and data in one core's caches), which `--spread` (a core each, one shared with the
         client) moves but does not remove on two cores.
-        """).replace("{setup}", setup).replace("{rows}", "\n".join(rows)).replace("{verdicts}", "\n".join(verdicts))
+        """)
+    text = text.replace("{setup}", setup).replace("{rows}", "\n".join(rows))
+    return text.replace("{verdicts}", "\n".join(verdicts))
 
 
 def write_section(text: str) -> None:

@@ -22,6 +22,7 @@ from .client import (
     Client,
     channel_options,
 )
+from .draw import MissingDependency, step_svg, write_step_drawing
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -37,7 +38,6 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .draw import MissingDependency, step_svg, write_step_drawing
 from .plot import write_training_plot
 from .results import GradientCheck, LayerGradients, LayerStep, Model, Progress, StepTrace
 from .wire import from_tensor, to_tensor

@@ -35,7 +35,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -67,7 +67,8 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _sizes(text: str) -> list[int]:
@@ -113,7 +114,7 @@ def _connection_flags(parser: argparse.ArgumentParser, top: bool) -> None:
     group = parser.add_argument_group("connection")
     target = os.environ.get("JITNET_TARGET") or DEFAULT_TARGET
     group.add_argument("--target", default=default(target),
-                       help="server address host:port [JITNET_TARGET, default %s]" % DEFAULT_TARGET)
+                       help=f"server address host:port [JITNET_TARGET, default {DEFAULT_TARGET}]")
     group.add_argument("--timeout", type=_positive(float), default=default(DEFAULT_TIMEOUT),
                        help="deadline of each call in seconds (default 30; train has none)")
     group.add_argument("--token", default=default(os.environ.get("JITNET_TOKEN") or None),
@@ -421,7 +422,7 @@ def _cmd_predict(args) -> int:
         return 0
     n = outputs.shape[0]
     if n <= 20:
-        for x, t, y in zip(data.inputs, data.targets, outputs):
+        for x, t, y in zip(data.inputs, data.targets, outputs, strict=True):
             print(f"{_row(x)} -> {_row(y)}   (target {_row(t)})")
     accuracy = datasets.accuracy(outputs, data.targets)
     right = int(round(accuracy * n))
@@ -473,7 +474,7 @@ def _cmd_models_list(args) -> int:
                      str(m.epochs_trained), explain.fmt(m.last_loss), _when(m.update_time)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

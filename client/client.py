@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -22,7 +22,8 @@ The article's network (api.md, "The article's worked example") is here too, for 
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

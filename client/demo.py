@@ -108,7 +108,7 @@ def _show(client: Client, args) -> int:
     print()
     print("   x1  x2  target  output")
     right = 0
-    for x, t, y in zip(data.inputs, data.targets[:, 0], outputs[:, 0]):
+    for x, t, y in zip(data.inputs, data.targets[:, 0], outputs[:, 0], strict=True):
         ok = (y > 0.5) == (t > 0.5)
         right += ok
         print(f"   {x[0]:>2.0f}  {x[1]:>2.0f}  {t:>6.0f}  {y:.4f}  {'ok' if ok else 'WRONG'}")

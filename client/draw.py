@@ -116,7 +116,7 @@ class _Box(NamedTuple):
         """Whether the two come closer than `gap`. Separating axes: two rectangles are apart
         when their projections on one of the four edge normals do not meet."""
         for box in (self, other):
-            for (x1, y1), (x2, y2) in zip(box.corners, box.corners[1:3]):
+            for (x1, y1), (x2, y2) in zip(box.corners, box.corners[1:3], strict=False):
                 length = math.hypot(x2 - x1, y2 - y1) or 1.0
                 nx, ny = (y1 - y2) / length, (x2 - x1) / length
                 mine = [nx * x + ny * y for x, y in self.corners]
@@ -275,7 +275,7 @@ def step_svg(trace: StepTrace, model: Model | None = None) -> str:
         svg.add("</g>")
 
     # Neurons with their tooltips, then their labels, then the weights', kept off each other.
-    for column, count in enumerate(sizes):
+    for column in range(len(sizes)):
         svg.add(f'<g class="neurons" id="column{column}">')
         for j, y in enumerate(ys[column]):
             svg.add(f'<circle id="n{column}-{j + 1}" cx="{xs[column]:.1f}" cy="{y:.1f}" '
@@ -284,7 +284,7 @@ def step_svg(trace: StepTrace, model: Model | None = None) -> str:
         svg.add("</g>")
     dropped = 0
     svg.add('<g class="neuron-labels">')
-    for column, count in enumerate(sizes):
+    for column in range(len(sizes)):
         x, r = xs[column], radii[column]
         last = column == len(sizes) - 1
         for j, y in enumerate(ys[column]):

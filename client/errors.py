@@ -24,7 +24,6 @@ from __future__ import annotations
 import grpc
 from grpc import StatusCode
 
-
 _BY_CODE: dict[StatusCode, type[JitnetError]] = {}  # filled by the subclasses' statements
 
 

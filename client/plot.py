@@ -14,7 +14,7 @@ the file's metadata, and matplotlib's SVG ids come from a fixed salt.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -139,7 +139,7 @@ def _decision_surface(fig, axes, inputs: np.ndarray, targets: np.ndarray | None,
                                 linewidths=2.0, zorder=3, **colour)
     points_drawn.set_gid("training-points")
     if targets is not None and len(inputs) <= MAX_ANNOTATED:
-        for (a, b), t in zip(inputs, targets):
+        for (a, b), t in zip(inputs, targets, strict=True):
             axes.annotate(f"target {', '.join(fmt(v, 3) for v in t)}", (a, b),
                           xytext=(0, 10), textcoords="offset points", ha="center",
                           fontsize=9, color="#111111", zorder=4,

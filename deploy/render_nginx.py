@@ -70,7 +70,8 @@ def render_compose() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help=f"fail if {COMPOSE_CONF.name} is stale")
+    parser.add_argument("--check", action="store_true",
+                        help=f"fail if {COMPOSE_CONF.name} is stale")
     parser.add_argument("--upstream", action="append", metavar="ADDRESS",
                         help="print a config for this backend instead (repeat for each one)")
     parser.add_argument("--listen", metavar="ADDRESS", help="with --upstream: nginx's address")

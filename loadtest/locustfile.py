@@ -176,14 +176,16 @@ class JitnetUser(User):
 
     @task(6)
     def predict_values(self) -> None:
-        request = jitnet_pb2.PredictRequest(model_id=self.model_id, inputs=tensor(XOR_INPUTS, [4, 2]))
+        request = jitnet_pb2.PredictRequest(model_id=self.model_id,
+                                            inputs=tensor(XOR_INPUTS, [4, 2]))
         self._call(lambda: self.stub.Predict(request, timeout=TIMEOUT_SECONDS))
 
     @task(4)
     def predict_raw(self) -> None:
         row = self.rng.randrange(4)
         request = jitnet_pb2.PredictRequest(
-            model_id=self.model_id, inputs=tensor(XOR_INPUTS[2 * row : 2 * row + 2], [1, 2], raw=True)
+            model_id=self.model_id,
+            inputs=tensor(XOR_INPUTS[2 * row : 2 * row + 2], [1, 2], raw=True),
         )
         self._call(lambda: self.stub.Predict(request, timeout=TIMEOUT_SECONDS))
 

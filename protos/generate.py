@@ -19,8 +19,8 @@ SOURCES = ["jitnet/v1/jitnet.proto", "jitnet/inference/open_inference_grpc.proto
 
 
 def generate(out_dir: pathlib.Path) -> None:
-    from grpc_tools import protoc  # a dev/test dependency, never needed at run time
     import grpc_tools
+    from grpc_tools import protoc  # a dev/test dependency, never needed at run time
 
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from google.protobuf import timestamp_pb2
@@ -19,8 +19,7 @@ from google.protobuf import timestamp_pb2
 from jitnet.v1 import jitnet_pb2 as pb
 
 from .errors import InvalidArgument
-from .model import (Activation, Architecture, GradientCheck, GradientMode, Init, Loss,
-                    StepResult)
+from .model import Activation, Architecture, GradientCheck, GradientMode, Init, Loss, StepResult
 from .store import validate_id
 from .training import Progress, TrainOptions
 

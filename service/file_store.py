@@ -34,17 +34,24 @@ import os
 import secrets
 import threading
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, LeaseLost, NotFound,
-                     StorageFailed)
 from . import model_format
+from .errors import (
+    AlreadyExists,
+    Busy,
+    DiskFull,
+    FailedPrecondition,
+    LeaseLost,
+    NotFound,
+    StorageFailed,
+)
 from .model import Architecture
 from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
-from .store import (LoadReport, Lease, ModelRecord, ModelStore, frozen, is_valid_id,
-                    validate_id)
+from .store import Lease, LoadReport, ModelRecord, ModelStore, frozen, is_valid_id, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 

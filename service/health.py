@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 

@@ -9,7 +9,7 @@ raw FP64 row is answered by fastpath.infer_reply when it can, as Predict is.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from jitnet.inference import open_inference_grpc_pb2 as pb
 from jitnet.inference import open_inference_grpc_pb2_grpc as pb_grpc

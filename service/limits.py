@@ -8,7 +8,8 @@ messages name the sizes but not the setting; replies are checked here before the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 from .config import Limits
 from .errors import LimitExceeded
@@ -26,7 +27,7 @@ def check_architecture(limits: Limits, layer_sizes: Sequence[int], bias: bool) -
     for position, size in enumerate(sizes):
         if size > limits.max_layer_width:
             raise _over(limits, "max_layer_width", f"layer_sizes[{position}] is {size}")
-    params = sum(o * i + (o if bias else 0) for i, o in zip(sizes, sizes[1:]))
+    params = sum(o * i + (o if bias else 0) for i, o in pairwise(sizes))
     if params > limits.max_parameters:
         raise _over(limits, "max_parameters", f"the model would have {params} parameters")
 

@@ -10,12 +10,15 @@ import dataclasses
 import enum
 import functools
 import threading
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 
 from . import jit, kernels
 from .errors import Cancelled, Diverged, InvalidArgument
+
 
 class Activation(enum.IntEnum):
     SIGMOID = kernels.SIGMOID
@@ -131,7 +134,7 @@ class Architecture:
     def layout(self) -> np.ndarray:
         """int64 [n_layers, 5]: fan_in, fan_out, where W and b start in params, first unit."""
         rows, at, unit = [], 0, self.layer_sizes[0]
-        for fan_in, fan_out in zip(self.layer_sizes, self.layer_sizes[1:]):
+        for fan_in, fan_out in pairwise(self.layer_sizes):
             w_at = at
             at += fan_in * fan_out
             b_at = at if self.bias else -1
@@ -145,7 +148,7 @@ class Architecture:
     @functools.cached_property
     def n_params(self) -> int:
         return sum(o * i + (o if self.bias else 0)
-                   for i, o in zip(self.layer_sizes, self.layer_sizes[1:]))
+                   for i, o in pairwise(self.layer_sizes))
 
     @property
     def n_units(self) -> int:
@@ -312,7 +315,8 @@ class Network:
             raise InvalidArgument(f"layers has {len(layers)} entries; layer_sizes "
                                   f"{list(arch.layer_sizes)} needs {arch.n_layers}")
         params = np.empty(arch.n_params, dtype=np.float64)
-        for k, ((fan_in, fan_out, w_at, b_at, _), (w, b)) in enumerate(zip(arch.layout, layers)):
+        for k, ((fan_in, fan_out, w_at, b_at, _), (w, b)) in enumerate(
+                zip(arch.layout, layers, strict=True)):
             w = np.asarray(w, dtype=np.float64)
             if w.shape != (fan_out, fan_in):
                 raise InvalidArgument(f"layers[{k}].weights has shape {list(w.shape)}; expected "
@@ -398,7 +402,8 @@ class Network:
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
         before, after = self.layers(), self.layers(params)
         traces = []
-        for (fan_in, fan_out, _, _, u_at), (w0, b0), (w1, b1) in zip(arch.layout, before, after):
+        for (_, fan_out, _, _, u_at), (w0, b0), (w1, b1) in zip(arch.layout, before, after,
+                                                                 strict=True):
             span = slice(u_at, u_at + fan_out)
             traces.append(LayerTrace(z[span].copy(), a[span].copy(), e[span].copy(),
                                      d[span].copy(), w0.copy(), None if b0 is None else b0.copy(),
@@ -435,7 +440,7 @@ class Network:
         errors = relative_errors(analytic, numeric)
         layers = []
         for (w, b), (nw, nb), (ew, eb) in zip(self.layers(analytic), self.layers(numeric),
-                                              self.layers(errors)):
+                                              self.layers(errors), strict=True):
             worst = max(float(ew.max(initial=0.0)), 0.0 if eb is None else float(eb.max()))
             layers.append(LayerGradients(w, b, nw, nb, worst))
         return GradientCheck(layers, float(loss), float(errors.max(initial=0.0)), h)

@@ -56,7 +56,7 @@ import socket
 import threading
 import time
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import psycopg
@@ -64,10 +64,18 @@ from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool
 
 from . import model_format
-from .errors import (AlreadyExists, Busy, DiskFull, FailedPrecondition, LeaseLost, NotFound,
-                     StorageFailed, StoreUnavailable)
+from .errors import (
+    AlreadyExists,
+    Busy,
+    DiskFull,
+    FailedPrecondition,
+    LeaseLost,
+    NotFound,
+    StorageFailed,
+    StoreUnavailable,
+)
 from .model import Architecture
-from .store import LoadReport, Lease, ModelRecord, ModelStore, frozen, validate_id
+from .store import Lease, LoadReport, ModelRecord, ModelStore, frozen, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 

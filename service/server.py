@@ -35,8 +35,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -52,9 +52,9 @@ from .config import Config, ConfigError
 from .errors import FailedPrecondition, NotFound, StoreUnavailable
 from .events import QUIET
 from .guard import CallGuard, Registering
-from .observability import Observer, logs
 from .inference_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
 from .inference_servicer import InferenceServicer
+from .observability import Observer, logs
 from .servicer import NetworkServicer
 from .store import LoadReport, ModelStore, open_store
 from .warmup import warm_up as default_warm_up

@@ -9,7 +9,7 @@ import inspect
 import logging
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 

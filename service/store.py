@@ -191,7 +191,7 @@ class ModelStore(abc.ABC):
     def delete(self, model_id: str) -> None:
         """Removes a model, also an unreadable one. Busy while someone holds its lease."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a store that holds nothing open has nothing to do
         """Releases what the store holds open (connections, threads)."""
 
     def page(self, after: str, limit: int) -> tuple[list[ModelRecord], bool]:

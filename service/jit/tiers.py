@@ -25,7 +25,7 @@ before any kernel runs.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numba
 import numpy as np

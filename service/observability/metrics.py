@@ -23,13 +23,20 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
-from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram,
-                               PlatformCollector, ProcessCollector, start_http_server)
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..events import STORE_FAILURES
 from ..store import ModelStore
@@ -226,7 +233,7 @@ class _GrpcCollector:
             started.add_metric(labels, total.started)
             received.add_metric(labels, total.received)
             sent.add_metric(labels, total.sent)
-            for code, count in zip(CODES, total.codes):
+            for code, count in zip(CODES, total.codes, strict=True):
                 handled.add_metric([*labels, GO_CODE_NAMES[code]], count)
             seconds.add_metric(labels, _cumulative(SECONDS_BUCKETS, total.seconds),
                                total.seconds_sum)
@@ -252,7 +259,7 @@ class _StoreCollector:
 
 def _cumulative(bounds, counts) -> list[tuple[str, float]]:
     out, running = [], 0
-    for bound, count in zip((*[_le(b) for b in bounds], "+Inf"), counts):
+    for bound, count in zip((*[_le(b) for b in bounds], "+Inf"), counts, strict=True):
         running += count
         out.append((bound, running))
     return out

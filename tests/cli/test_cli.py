@@ -12,8 +12,8 @@ import threading
 
 import numpy as np
 import pytest
-from jitnet.client import Progress, cli
 
+from jitnet.client import Progress, cli
 from tests.support.rpc import XOR
 
 
@@ -231,7 +231,7 @@ def test_demo_runs_end_to_end(capsys, tmp_path):
     assert "output_o = f(net_o) = f(1.29819) = 0.78553" in out
     rows = [line.split() for line in out.splitlines() if line.strip().endswith(("ok", "WRONG"))]
     assert len(rows) == 4 and all(row[-1] == "ok" for row in rows)
-    for x1, x2, target, output, _ in rows:
+    for _x1, _x2, target, output, _ in rows:
         assert (float(output) > 0.5) == (target == "1")
     # Run again on the same directory: the ids are taken, the demo still works.
     assert cli.main(["demo", "--data-dir", str(tmp_path), "--out", pictures]) == 0

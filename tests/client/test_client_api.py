@@ -10,9 +10,9 @@ import time
 import grpc
 import numpy as np
 import pytest
+
 from jitnet import client as jc
 from jitnet.client import Client, errors
-
 from tests.support.rpc import ARTICLE_HIDDEN, ARTICLE_OUTPUT, XOR, C, unless
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
@@ -112,14 +112,14 @@ def test_raw_and_values_forms_give_identical_numbers(address, model_id):
                              model_id=model_id)
         created = values.create_model([2, 5, 3], output="softmax", loss="cross_entropy",
                                       layers=m.layers, model_id=model_id + "-v")
-        for (w_a, b_a), (w_b, b_b) in zip(m.layers, created.layers):
+        for (w_a, b_a), (w_b, b_b) in zip(m.layers, created.layers, strict=True):
             np.testing.assert_array_equal(w_a, w_b)
             np.testing.assert_array_equal(b_a, b_b)
         np.testing.assert_array_equal(raw.predict(model_id, x), values.predict(model_id, x))
         np.testing.assert_array_equal(raw.predict(model_id, x),
                                       values.predict(model_id + "-v", x))
         for (w_a, _), (w_b, _) in zip(raw.get_model(model_id, True).layers,
-                                      values.get_model(model_id, True).layers):
+                                      values.get_model(model_id, True).layers, strict=True):
             np.testing.assert_array_equal(w_a, w_b)
 
 
@@ -202,7 +202,7 @@ def test_closing_the_progress_generator_cancels_training(client, model_id):
 
 def test_train_deadline_and_interrupted_iteration(client, model_id):
     progress = _long_training(client, model_id)
-    for p in progress:  # leaving the loop by break, then dropping the generator, cancels too
+    for _p in progress:  # leaving the loop by break, then dropping the generator, cancels too
         break
     progress.close()
     _when_free(client, model_id)

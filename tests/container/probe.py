@@ -92,7 +92,8 @@ def load(target: str, model: str, seconds: float, threads: int) -> dict:
                         ok_by_second[second] = ok_by_second.get(second, 0) + 1
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     with lock:
-                        errors.append(f"{time.monotonic() - began:.2f}s {type(exc).__name__}: {exc}")
+                        errors.append(
+                            f"{time.monotonic() - began:.2f}s {type(exc).__name__}: {exc}")
 
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for thread in pool:

@@ -88,7 +88,8 @@ def _start(engine, network: str, name: str, *flags: str) -> str:
 
 def _proc_status(engine, container: str) -> dict:
     text = engine.run("exec", container, "cat", "/proc/1/status").stdout
-    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {k: v.strip() for k, v in fields}
 
 
 def _assert_warm_from(engine, container: str, cache_dir: str) -> None:

@@ -10,8 +10,8 @@ import errno
 import os
 
 import pytest
-from jitnet.v1 import jitnet_pb2 as pb
 
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, C, expect_error
 from tests.support.stored import fingerprint, temp_files, weight_bytes, weights
 
@@ -75,7 +75,8 @@ def test_disk_errors_fail_the_call_and_keep_the_previous_version(make_server, mo
     again = weights(stub, "d")
     assert (again.version, weight_bytes(again)) == (kept.version, weight_bytes(kept))
     assert stub.Step(step_request("d", 0), timeout=TIMEOUT).model_version == 2
-    assert list(stub.Train(train_request("d", 3, outputs=2), timeout=TIMEOUT))[-1].model_version == 3
+    trained = list(stub.Train(train_request("d", 3, outputs=2), timeout=TIMEOUT))
+    assert trained[-1].model_version == 3
     assert stub.CreateModel(pb.CreateModelRequest(model_id="fresh", architecture=ARCH_S),
                             timeout=TIMEOUT).model.version == 1
 

@@ -23,8 +23,8 @@ import time
 import grpc
 import numpy as np
 import pytest
-from jitnet.v1 import jitnet_pb2 as pb
 
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, C, create, long_train_request, tensor, xor_train
 from tests.support.stored import all_finite, explicit_layers, temp_files, weight_bytes, weights
 
@@ -201,7 +201,7 @@ def test_sigkill_and_restart_keep_versions_weights_and_predictions(spawn):
         before.version, before.epochs_trained, before.iterations, before.last_loss) == (
         6, 200, 801, before.last_loss)
     assert after.create_time == before.create_time and after.update_time == before.update_time
-    for a, b in zip(after.layers, before.layers):
+    for a, b in zip(after.layers, before.layers, strict=True):
         assert a.weights.raw == b.weights.raw and a.biases.raw == b.biases.raw
     again = second.stub.Predict(pb.PredictRequest(model_id="kept", inputs=probe),
                                 timeout=TIMEOUT)

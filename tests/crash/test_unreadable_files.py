@@ -13,11 +13,20 @@ import struct
 import time
 
 import pytest
+
 from jitnet.service.file_store import _HEADER, FORMAT_VERSION, MAGIC
 from jitnet.v1 import jitnet_pb2 as pb
-
-from tests.support.rpc import (SERVING, TIMEOUT, C, expect_error, health_status, model_calls,
-                               unless, xor_predict, xor_train)
+from tests.support.rpc import (
+    SERVING,
+    TIMEOUT,
+    C,
+    expect_error,
+    health_status,
+    model_calls,
+    unless,
+    xor_predict,
+    xor_train,
+)
 from tests.support.stored import temp_files
 from tests.support.waiting import wait_for
 

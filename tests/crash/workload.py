@@ -4,8 +4,8 @@ with requests that replay exactly (deterministic data, seeds, momentum 0)."""
 from __future__ import annotations
 
 import numpy as np
-from jitnet.v1 import jitnet_pb2 as pb
 
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import tensor
 
 REPORT_EVERY = 10

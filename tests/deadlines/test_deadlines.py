@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import TIMEOUT, C, create, long_train_request, unless, xor_predict
 from tests.support.stored import all_finite, weights
 from tests.support.waiting import wait_for

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from jitnet.client import Client
 
+from jitnet.client import Client
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.slow

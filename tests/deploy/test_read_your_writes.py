@@ -1,6 +1,6 @@
 """Read your writes through nginx on the file store (the compose topology on loopback,
-tests/support/topology.py): one client trains and predicts in a tight loop, nginx sends its calls to both
-replicas in turn, and it never reads a version older than its own last commit.
+tests/support/topology.py): one client trains and predicts in a tight loop, nginx sends its
+calls to both replicas in turn, and it never reads a version older than its own last commit.
 
 The replicas re-check their files only every 30 s here, so the replica that did not run the
 Train is stale for certain: the control shows what a read without min_version gets.

@@ -86,7 +86,8 @@ def test_compose_stops_later_than_the_server_drains(compose):
 
 def test_models_live_on_a_declared_named_volume(compose):
     jitnet = compose["services"]["jitnet"]
-    mounts = [str(v) if not isinstance(v, dict) else f"{v['source']}:{v['target']}" for v in jitnet["volumes"]]
+    mounts = [str(v) if not isinstance(v, dict) else f"{v['source']}:{v['target']}"
+              for v in jitnet["volumes"]]
     assert any(m.split(":")[:2] == ["jitnet-data", "/data"] for m in mounts), mounts
     assert "jitnet-data" in compose["volumes"]
     assert _env(jitnet)["JITNET_DATA_DIR"] == "/data"
@@ -99,7 +100,8 @@ def test_nginx_fronts_the_replicas_on_50051(compose):
     assert image == "nginx" and re.fullmatch(r"1\.\d+\.\d+(-\w+)?", tag), "pin nginx:1.x.y"
     assert nginx["depends_on"]["jitnet"]["condition"] == "service_healthy"
     mounts = [str(v) for v in nginx["volumes"]]
-    assert any(m.startswith("./deploy/nginx.compose.conf:/etc/nginx/nginx.conf") for m in mounts), mounts
+    conf = "./deploy/nginx.compose.conf:/etc/nginx/nginx.conf"
+    assert any(m.startswith(conf) for m in mounts), mounts
 
 
 def test_loadtest_only_runs_under_a_profile(compose):
@@ -111,7 +113,8 @@ def test_loadtest_only_runs_under_a_profile(compose):
 
 def test_docker_compose_config_is_valid():
     if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose not installed (apt-get install -y --no-install-recommends docker-compose)")
+        pytest.skip("docker-compose not installed "
+                    "(apt-get install -y --no-install-recommends docker-compose)")
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -141,7 +144,8 @@ def test_hadolint_reports_nothing():
 def _final_stage(dockerfile: str) -> list[str]:
     """Instructions of the last stage (the default build target), continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", dockerfile)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
     last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
     return lines[last_from:]
 
@@ -175,7 +179,8 @@ def test_compose_nginx_conf_is_rendered_from_the_template():
 def test_render_fills_placeholders_and_rejects_injection():
     text = rendered(["127.0.0.1:1", "[::1]:2"], "127.0.0.1:3")
     assert "@UPSTREAMS@" not in text and "@LISTEN@" not in text
-    assert not any(line.startswith("##") for line in text.splitlines()), "template-only notes leaked"
+    assert not any(line.startswith("##") for line in text.splitlines()), \
+        "template-only notes leaked"
     assert "server 127.0.0.1:1 max_fails=1 fail_timeout=1s;" in text
     assert "server [::1]:2 max_fails=1 fail_timeout=1s;" in text
     assert "listen 127.0.0.1:3 http2;" in text
@@ -193,7 +198,8 @@ def test_nginx_accepts_a_rendered_loopback_config(tmp_path):
         rendered(["127.0.0.1:50061", "127.0.0.1:50062"], f"127.0.0.1:{free_port()}")
     )
     result = subprocess.run(
-        [nginx, "-t", "-q", "-e", "stderr", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/"],
+        [nginx, "-t", "-q", "-e", "stderr", "-c", str(tmp_path / "nginx.conf"),
+         "-p", f"{tmp_path}/"],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stderr

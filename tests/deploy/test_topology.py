@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 import pytest
+
 from jitnet.client import Client
 from jitnet.client.errors import JitnetError
-
 from tests.support.rpc import TIMEOUT, XOR
 from tests.support.waiting import wait_for
 
@@ -81,7 +81,7 @@ def test_a_model_trained_through_nginx_predicts_identically_on_every_replica(sta
         mark = len(stack.nginx.entries())
         seen = set()
         calls = 100
-        for k in range(calls):
+        for _k in range(calls):
             out, v = client.predict("consistent", XOR_X, with_version=True)
             seen.add((out.tobytes(), v))
         # The values form too: the same float64 numbers, bit for bit.

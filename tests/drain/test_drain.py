@@ -19,12 +19,21 @@ import numpy as np
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from jitnet.service.errors import Busy
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-
-from tests.support.rpc import (NOT_SERVING, SERVICE, SERVING, TIMEOUT, C, code_of, create,
-                               long_train_request, tensor)
+from tests.support.rpc import (
+    NOT_SERVING,
+    SERVICE,
+    SERVING,
+    TIMEOUT,
+    C,
+    code_of,
+    create,
+    long_train_request,
+    tensor,
+)
 from tests.support.waiting import wait_for
 
 
@@ -124,8 +133,9 @@ def test_drain_with_an_open_watch_finishes_calls_in_flight_refuses_new_ones_and_
 @pytest.mark.slow
 def test_calls_outliving_the_grace_are_cut_and_the_process_exits_in_time(spawn):
     """Two calls outlive a 1 s grace: a Train that sees the cut between chunks, and a Train
-    whose first epoch is one kernel call of several seconds that cannot. The process exits 0 within the
-    grace + 2.5 s all the same, and a restart finds every model at a committed version."""
+    whose first epoch is one kernel call of several seconds that cannot. The process exits 0
+    within the grace + 2.5 s all the same, and a restart finds every model at a committed
+    version."""
     grace = 1.0
     server = spawn("--grace-seconds", str(grace))
     stub = server.stub
@@ -149,7 +159,7 @@ def test_calls_outliving_the_grace_are_cut_and_the_process_exits_in_time(spawn):
     began = time.monotonic()
     server.signal(signal.SIGTERM)
     for stream in (cooperative, stubborn):
-        assert code_of(lambda: list(stream)) in (C.CANCELLED, C.UNAVAILABLE)
+        assert code_of(lambda stream=stream: list(stream)) in (C.CANCELLED, C.UNAVAILABLE)
     assert server.wait(grace + 10) == 0
     took = time.monotonic() - began
     assert took < grace + 2.5, took

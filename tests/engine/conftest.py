@@ -10,8 +10,8 @@ room's HERE mode; a server compiles in a process of its own). A module opts in w
 """
 
 import pytest
-from jitnet.client import datasets
 
+from jitnet.client import datasets
 from jitnet.service import jit
 
 

@@ -15,6 +15,7 @@ Conventions (api.md):
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -214,7 +215,7 @@ def zeros_like_layers(layers):
 
 def sgd_update(layers, velocity, descent, learning_rate, momentum):
     """v = momentum * v + lr * g; p += v, for every parameter p (in place)."""
-    for (w, b), (vw, vb), (gw, gb) in zip(layers, velocity, descent):
+    for (w, b), (vw, vb), (gw, gb) in zip(layers, velocity, descent, strict=True):
         vw *= momentum
         vw += learning_rate * gw
         w += vw
@@ -259,7 +260,7 @@ def random_layers(rng, sizes, bias, scale=1.0):
     """W ~ N(0, scale^2 / fan_in) and b ~ N(0, 0.1^2): varied, unsaturated nets."""
     return [(rng.normal(0.0, scale / np.sqrt(fan_in), (fan_out, fan_in)),
              rng.normal(0.0, 0.1, fan_out) if bias else None)
-            for fan_in, fan_out in zip(sizes, sizes[1:])]
+            for fan_in, fan_out in pairwise(sizes)]
 
 
 def random_targets(rng, n, width, arch):

@@ -107,7 +107,7 @@ def test_hidden_errors_deltas_and_output_weight_update():
     np.testing.assert_allclose(hidden.error, HIDDEN_ERROR, rtol=0, atol=1e-12)
     # deriv(0.64) = 0.22, deriv(0.66) = 0.224, ...
     derivs = [kernels.derivative(0.0, h, kernels.SIGMOID, kernels.ARTICLE) for h in HIDDEN_OUT]
-    for deriv, places, printed in zip(derivs, HIDDEN_DERIV_PLACES, HIDDEN_DERIV):
+    for deriv, places, printed in zip(derivs, HIDDEN_DERIV_PLACES, HIDDEN_DERIV, strict=True):
         assert trunc(deriv, places) == pytest.approx(printed, abs=1e-12)
     # delta_error1_h = deriv(0.64) * 0.024 = 0.005 ...: 3 decimals.
     np.testing.assert_allclose(hidden.delta, np.array(derivs) * HIDDEN_ERROR, rtol=1e-12)
@@ -200,7 +200,7 @@ def test_exact_mode_is_the_true_gradient_step():
     layers = [(HIDDEN_W.copy(), None), (OUTPUT_W.copy(), None)]
     # w_new = w - lr dL/dw with L = 0.5 (t - y)^2: the step divided by lr is minus the gradient.
     fd = naive.finite_difference_descent(layers, [INPUT], [TARGET], net.arch)
-    for trace, (w, _), (g, _) in zip(result.layers, layers, fd):
+    for trace, (w, _), (g, _) in zip(result.layers, layers, fd, strict=True):
         np.testing.assert_allclose((trace.weights - w) / LR, g, rtol=1e-6, atol=1e-9)
     # ARTICLE mode is not that step: its derivative differs (0.21 vs y(1-y) = 0.17 at 0.78).
     article = article_network().step(INPUT, TARGET, LR).layers[1].delta[0]
@@ -221,6 +221,6 @@ def test_four_iterations_are_one_xor_epoch(xor):
     assert [p.iterations for p in progress] == [4, 8, 12]
     # One epoch with batch size 1 is exactly four Steps, one per sample, in order.
     params = net.params
-    for x, t in zip(inputs, targets):
+    for x, t in zip(inputs, targets, strict=True):
         params = Network(net.arch, params).step(x, t, 0.5).params
     np.testing.assert_allclose(progress[0].params, params, rtol=1e-13, atol=1e-15)

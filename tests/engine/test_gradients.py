@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jitnet.service import kernels, training
 from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
@@ -71,13 +72,13 @@ def engine_descent(arch, layers, x, t):
     (progress,) = training.train(net, x, t, options)
     before, after = net.layers(), net.layers(progress.params)
     descent = [(w1 - w0, None if b0 is None else b1 - b0)
-               for (w0, b0), (w1, b1) in zip(before, after)]
+               for (w0, b0), (w1, b1) in zip(before, after, strict=True)]
     return descent, progress.loss
 
 
 def assert_layers_close(ours, ref, **tol):
     assert len(ours) == len(ref)
-    for k, ((w, b), (rw, rb)) in enumerate(zip(ours, ref)):
+    for k, ((w, b), (rw, rb)) in enumerate(zip(ours, ref, strict=True)):
         np.testing.assert_allclose(w, rw, err_msg=f"layer {k} weights", **tol)
         assert (b is None) == (rb is None)
         if b is not None:

@@ -1,11 +1,20 @@
 """Initialisation (U[0, 1), Xavier, He; seeds), explicit layers, and architecture validation."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
 from jitnet.service import errors
-from jitnet.service.model import (Activation, Architecture, GradientMode, Init, Loss, Network,
-                                  initial_parameters)
+from jitnet.service.model import (
+    Activation,
+    Architecture,
+    GradientMode,
+    Init,
+    Loss,
+    Network,
+    initial_parameters,
+)
 
 # Wide enough layers for the statistics below: 2,000 to 10,000 draws per layer.
 SIZES = (100, 100, 20)
@@ -73,11 +82,11 @@ def test_explicit_layers_round_trip(bias):
     rng = np.random.default_rng(0)
     sizes = (3, 5, 4, 2)
     given = [(rng.normal(size=(o, i)), rng.normal(size=o) if bias else None)
-             for i, o in zip(sizes, sizes[1:])]
+             for i, o in pairwise(sizes)]
     net = Network.from_layers(Architecture(sizes, bias=bias), given)
     back = net.layers()
     assert len(back) == len(given)
-    for (w, b), (w0, b0) in zip(back, given):
+    for (w, b), (w0, b0) in zip(back, given, strict=True):
         np.testing.assert_array_equal(w, w0)  # [fan_out, fan_in], not transposed
         if bias:
             np.testing.assert_array_equal(b, b0)

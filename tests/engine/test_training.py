@@ -31,7 +31,7 @@ def run(net, x, t, **options):
 
 
 def assert_params_match(net, params, ref_layers, rtol=1e-10):
-    for (w, b), (rw, rb) in zip(net.layers(params), ref_layers):
+    for (w, b), (rw, rb) in zip(net.layers(params), ref_layers, strict=True):
         np.testing.assert_allclose(w, rw, rtol=rtol, atol=1e-13)
         if b is not None:
             np.testing.assert_allclose(b, rb, rtol=rtol, atol=1e-13)
@@ -66,7 +66,8 @@ def test_batch_uses_the_mean_gradient():
     net, layers, x, t = problem(2)
     (last,) = run(net, x, t, epochs=1, batch_size=10)
     ref = naive.backward(layers, x, t, net.arch)
-    step = [(w + 0.5 * gw, b + 0.5 * gb) for (w, b), (gw, gb) in zip(layers, ref.descent)]
+    step = [(w + 0.5 * gw, b + 0.5 * gb)
+            for (w, b), (gw, gb) in zip(layers, ref.descent, strict=True)]
     assert_params_match(net, last.params, step)
     # The mean, not the sum: the data set twice over in one batch makes the same update.
     (twice,) = run(net, np.vstack([x, x]), np.vstack([t, t]), epochs=1, batch_size=20)
@@ -115,7 +116,7 @@ def test_velocity_follows_the_update_rule_with_momentum_zero():
     net, layers, x, t = problem(15)
     (with_momentum,) = run(net, x, t, epochs=3, batch_size=4, momentum=0.9, learning_rate=0.1)
     given_velocity = naive.zeros_like_layers(layers)
-    for (vw, vb), (w, b) in zip(given_velocity, net.layers(with_momentum.velocity)):
+    for (vw, vb), (w, b) in zip(given_velocity, net.layers(with_momentum.velocity), strict=True):
         vw[:], vb[:] = w, b
     after = list(training.train(Network(net.arch, with_momentum.params), x, t,
                                 training.TrainOptions(epochs=2, learning_rate=0.1,

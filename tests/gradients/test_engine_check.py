@@ -89,7 +89,8 @@ def assert_check_matches(check, layers, x, t, arch, h=H):
                                              for w, b in layers], x, t, arch, h)
     analytic = naive.backward(layers, x, t, arch).descent
     assert len(check.layers) == len(layers)
-    for k, (got, (nw, nb), (aw, ab)) in enumerate(zip(check.layers, numeric, analytic)):
+    for k, (got, (nw, nb), (aw, ab)) in enumerate(
+            zip(check.layers, numeric, analytic, strict=True)):
         # Both finite differences of one loss in different arithmetic: each loss is off by a
         # few ulp, over 2h that is about 1e-12.
         np.testing.assert_allclose(got.numeric_weights, nw, rtol=1e-7, atol=1e-10,
@@ -138,7 +139,7 @@ def test_article_mode_shows_how_far_the_articles_derivative_is():
     article = checks[GradientMode.ARTICLE]
     assert 0.2 < article.max_relative_error < 0.3
     # The numeric half is the true gradient whatever the mode.
-    for a, e in zip(article.layers, checks[GradientMode.EXACT].layers):
+    for a, e in zip(article.layers, checks[GradientMode.EXACT].layers, strict=True):
         np.testing.assert_array_equal(a.numeric_weights, e.numeric_weights)
     # Input 1 is 0: its weights get no gradient, in either column.
     assert (article.layers[0].weights[:, 0] == 0).all()

@@ -16,8 +16,15 @@ from jitnet.service import limits
 from jitnet.service.config import Config, ConfigError
 from jitnet.service.model import Architecture
 from jitnet.v1 import jitnet_pb2 as pb
-from tests.support.rpc import (TIMEOUT, array, article_request, create, error_of,
-                               long_train_request, tensor)
+from tests.support.rpc import (
+    TIMEOUT,
+    array,
+    article_request,
+    create,
+    error_of,
+    long_train_request,
+    tensor,
+)
 from tests.support.stored import C
 
 from .test_engine_check import GRID, assert_check_matches, case_id, make_problem
@@ -81,7 +88,7 @@ def test_the_article_check_is_in_steps_sign_and_changes_nothing(stub):
                                                          target=[1]), timeout=TIMEOUT)
     step = stub.Step(pb.StepRequest(model_id="article", input=[0, 1], target=[1],
                                     learning_rate=0.001, dry_run=True), timeout=TIMEOUT)
-    for layer, trace in zip(reply.layers, step.layers):
+    for layer, trace in zip(reply.layers, step.layers, strict=True):
         moved = array(trace.updated.weights) - array(trace.before.weights)
         np.testing.assert_allclose(moved, 0.001 * array(layer.analytic.weights), rtol=1e-9,
                                    atol=1e-15)
@@ -247,6 +254,6 @@ def test_nothing_compiles_after_warm_up(make_server):
 def test_request_bytes_that_do_not_parse_are_invalid_argument(server):
     call = server.channel.unary_unary("/jitnet.v1.NetworkService/CheckGradients")
     for data in (b"\xff\xff\xff", b"\x00", b"\x0a\x05ab"):
-        exc = error_of(lambda: call(data, timeout=TIMEOUT))
+        exc = error_of(lambda data=data: call(data, timeout=TIMEOUT))
         assert exc.code() == C.INVALID_ARGUMENT
         assert "the CheckGradients request does not parse" in exc.details()

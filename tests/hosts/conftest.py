@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .topology import Network, SERVING, health, skip_unless_usable, start_hosts, wait_for
+from .topology import SERVING, Network, health, skip_unless_usable, start_hosts, wait_for
 
 # A dead holder's lease frees within this (the server's --lease-seconds; 10 s by default).
 LEASE_SECONDS = 6.0

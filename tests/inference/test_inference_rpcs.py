@@ -111,8 +111,8 @@ def test_the_version_asked_for(stub, v2, model):
     stub.Step(pb.StepRequest(model_id="m", input=[0.1] * 5, target=[1, 0, 0],
                              learning_rate=0.5), timeout=TIMEOUT)  # now version 2
     for version in ("1", "3", "x", "1" * 40):
-        code, details = status_of(lambda: v2.ModelInfer(infer_request(x, model_version=version),
-                                                       timeout=TIMEOUT))
+        code, details = status_of(lambda version=version: v2.ModelInfer(
+            infer_request(x, model_version=version), timeout=TIMEOUT))
         assert code == C.NOT_FOUND and "version" in details, (version, details)
     reply = v2.ModelInfer(infer_request(x, model_version="2"), timeout=TIMEOUT)
     assert reply.model_version == "2"

@@ -30,9 +30,10 @@ CLIENTS = ("sync", "aio")
 def seen(tmp_path_factory, warmed):
     """What both clients saw, run once for the module: a ready server with a 64-64-10 model,
     and one that never gets ready."""
+    import grpc
+
     from jitnet.service.config import Config, Limits
     from jitnet.service.server import create_server
-    import grpc
     from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
     tmp = tmp_path_factory.mktemp("triton")

@@ -203,7 +203,7 @@ async def _aio_stream(client, cases: dict) -> dict:
                "inputs": _inputs(np.asarray(cases["rows"]["one"]), "FP64")}
 
     try:
-        async for result, error in client.stream_infer(requests(), stream_timeout=TIMEOUT):
+        async for _result, error in client.stream_infer(requests(), stream_timeout=TIMEOUT):
             if error is not None:
                 return {"error": _error(error)}
         return {"ok": "answered"}

@@ -89,7 +89,7 @@ def test_loading_never_compiles_and_finds_what_the_compile_process_saved(tmp_pat
     generic, specialised = GenericKernels(arch), SpecialisedKernels(arch, entries,
                                                                      GenericKernels(arch))
     outputs = [np.empty((1, 2)), np.empty((1, 2))]
-    for kernels, out in zip((generic, specialised), outputs):
+    for kernels, out in zip((generic, specialised), outputs, strict=True):
         assert kernels.predict_sample(out, x, net.params, np.empty((2, arch.n_units))) == 0
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-13)
 

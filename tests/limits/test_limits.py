@@ -12,11 +12,22 @@ import tracemalloc
 import grpc
 import numpy as np
 import pytest
+
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-
-from tests.support.rpc import (SERVING, TIMEOUT, C, create, error_of, expect_error, finished,
-                               health_status, long_train_request, tensor, unless)
+from tests.support.rpc import (
+    SERVING,
+    TIMEOUT,
+    C,
+    create,
+    error_of,
+    expect_error,
+    finished,
+    health_status,
+    long_train_request,
+    tensor,
+    unless,
+)
 from tests.support.servers import start_in_process
 from tests.support.stored import fingerprint, timed
 from tests.support.waiting import wait_for
@@ -94,7 +105,7 @@ def test_a_refused_call_is_answered_at_once_and_changes_nothing(limited):
     latencies = []
     for call in [_train(stub, 11, 1), _train(stub, 10, 101), _predict(stub, 11),
                  _make(stub, [70000, 1])] * 3:
-        result, seconds = timed(lambda: finished(call()))
+        result, seconds = timed(lambda call=call: finished(call()))
         assert isinstance(result, grpc.RpcError) and result.code() == C.RESOURCE_EXHAUSTED
         latencies.append(seconds)
     assert fingerprint(limited.data_dir) == before
@@ -145,7 +156,7 @@ def test_huge_declared_sizes_are_refused_before_anything_is_allocated(make_serve
          ["Predict reply", "--max-message-bytes"]),
     ]
     for call, code, words in huge:
-        result, peak = _peak_bytes(lambda: finished(call()))
+        result, peak = _peak_bytes(lambda call=call: finished(call()))
         assert isinstance(result, grpc.RpcError), result
         assert result.code() == code, (result.code(), result.details())
         for word in words:
@@ -168,7 +179,7 @@ def test_replies_that_cannot_fit_are_refused_before_they_are_built_or_committed(
     # a Step reply carries the weights before and after: refused *before* the step, so the
     # model does not change behind an error
     for dry_run in (False, True):
-        expect_error(C.RESOURCE_EXHAUSTED, lambda: stub.Step(pb.StepRequest(
+        expect_error(C.RESOURCE_EXHAUSTED, lambda dry_run=dry_run: stub.Step(pb.StepRequest(
             model_id="big", input=[0.5] * 100, target=[1.0] * 100, learning_rate=0.1,
             dry_run=dry_run), timeout=TIMEOUT), "Step reply", "--max-message-bytes")
     # a Predict reply that cannot fit (20 rows of 1000 outputs), in the values form

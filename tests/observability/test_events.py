@@ -7,9 +7,10 @@ import os
 
 import numpy as np
 import pytest
+
 from jitnet.service import events, training
 from jitnet.service import file_store as store_module
-from jitnet.service.errors import Busy, DiskFull, Diverged, StorageFailed
+from jitnet.service.errors import Busy, DiskFull, Diverged, FailedPrecondition, StorageFailed
 from jitnet.service.file_store import FileStore
 from jitnet.service.model import Activation, Architecture, Init, Network, initial_parameters
 
@@ -84,7 +85,7 @@ def test_an_unreadable_file_is_reported_once(tmp_path):
     store.events = recorder = Recorder()
     assert store.open().failed.keys() == {"bad"}
     for _ in range(3):
-        with pytest.raises(Exception):
+        with pytest.raises(FailedPrecondition):
             store.get("bad")
     assert recorder.seen == [("store_failed", "bad", "unreadable")]
 
@@ -103,7 +104,8 @@ def test_training_reports_each_chunk_and_a_divergence():
     assert len(chunks) >= len(progress)  # a chunk never spans two reports
 
     recorder.seen.clear()
-    linear = Network.initialise(Architecture((2, 4, 1), Activation.LINEAR, Activation.LINEAR), seed=1)
+    linear = Network.initialise(Architecture((2, 4, 1), Activation.LINEAR, Activation.LINEAR),
+                                seed=1)
     with pytest.raises(Diverged), np.errstate(over="ignore", invalid="ignore"):
         for _ in training.train(linear, x, y, training.TrainOptions(epochs=1000,
                                                                     learning_rate=1e6),

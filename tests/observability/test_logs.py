@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from jitnet.service import prediction
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, error_of, tensor, wait_for
 
 C = grpc.StatusCode
@@ -134,8 +134,8 @@ def test_json_lines_from_a_server_process(spawn):
     create(server.stub, "xor")
     server.stub.Predict(pb.PredictRequest(model_id="xor", inputs=tensor([[1.0, 0.0]], raw=True)),
                         timeout=TIMEOUT, metadata=(("x-request-id", "req-json"),))
-    lines = wait_for(lambda: [json.loads(l) for l in server.lines
-                              if '"jitnet.access"' in l and "req-json" in l], 10,
+    lines = wait_for(lambda: [json.loads(text) for text in server.lines
+                              if '"jitnet.access"' in text and "req-json" in text], 10,
                      what="the access line")
     everything = [json.loads(line) for line in server.lines]  # every line is one JSON object
     assert {"time", "level", "logger", "message"} <= set(everything[0])
@@ -151,8 +151,8 @@ def test_text_lines_from_a_server_process_end_with_the_request_id(spawn):
     create(server.stub, "xor")
     server.stub.Predict(pb.PredictRequest(model_id="xor", inputs=tensor([[1.0, 0.0]], raw=True)),
                         timeout=TIMEOUT, metadata=(("x-request-id", "req-text"),))
-    [line] = wait_for(lambda: [l for l in server.lines if "jitnet.access" in l
-                               and "Predict" in l], 10, what="the access line")
+    [line] = wait_for(lambda: [text for text in server.lines if "jitnet.access" in text
+                               and "Predict" in text], 10, what="the access line")
     assert re.fullmatch(r"\S+ \S+ INFO jitnet\.access: jitnet\.v1\.NetworkService/Predict OK "
                         r"[0-9.]+ ms peer=ipv4:127\.0\.0\.1:\d+ model=xor rows=1 "
                         r"request_id=req-text\n", line), line

@@ -11,10 +11,18 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, long_train_request, \
-    tensor, wait_for
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    TIMEOUT,
+    XOR_X,
+    XOR_Y,
+    code_of,
+    create,
+    long_train_request,
+    tensor,
+    wait_for,
+)
 
 from .scrape import JITNET, Scrape
 

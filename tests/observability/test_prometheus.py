@@ -10,8 +10,8 @@ import math
 import grpc
 import numpy as np
 import pytest
-from jitnet.v1 import jitnet_pb2 as pb
 
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, tensor, wait_for
 
 from .prometheus import ROOT, Prometheus

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from jitnet.service.config import Config, ConfigError, add_arguments
 
 

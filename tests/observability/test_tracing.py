@@ -11,8 +11,6 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
-from jitnet.service import prediction
-from jitnet.v1 import jitnet_pb2 as pb
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,6 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from jitnet.service import prediction
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, tensor, wait_for
 
 C = grpc.StatusCode

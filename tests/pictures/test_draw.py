@@ -10,6 +10,7 @@ import io
 import math
 import re
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_models_without_two_inputs_or_with_other_depths(client, model_id, sizes)
                         dry_run=True)
     root = parse(step_svg(trace, model))
     assert len(list(root.iter(f"{SVG}circle"))) == sum(sizes)
-    assert len(list(root.iter(f"{SVG}line"))) == sum(a * b for a, b in zip(sizes, sizes[1:]))
+    assert len(list(root.iter(f"{SVG}line"))) == sum(a * b for a, b in pairwise(sizes))
     inputs = [t for t in texts(root) if t.startswith("input") and " = " in t]
     assert inputs == [f"input{i + 1} = {fmt(v)}" for i, v in enumerate(trace.input)]
     for k, layer in enumerate(trace.layers):

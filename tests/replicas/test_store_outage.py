@@ -16,8 +16,16 @@ import pytest
 from jitnet.v1 import jitnet_pb2 as pb
 
 from ..support.postgres import dbname_of
-from ..support.rpc import (NOT_SERVING, SERVING, TIMEOUT, create, health_status,
-                           long_train_request, tensor, wait_for)
+from ..support.rpc import (
+    NOT_SERVING,
+    SERVING,
+    TIMEOUT,
+    create,
+    health_status,
+    long_train_request,
+    tensor,
+    wait_for,
+)
 from ..support.tcp_proxy import Proxy
 
 C = grpc.StatusCode

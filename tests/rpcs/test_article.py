@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from jitnet.v1 import jitnet_pb2 as pb
 
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import ARTICLE_HIDDEN, ARTICLE_OUTPUT, TIMEOUT, array, article_request
 
 

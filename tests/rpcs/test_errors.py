@@ -7,10 +7,19 @@ tests/limits, disk errors in tests/crash, the token (UNAUTHENTICATED) in tests/s
 from __future__ import annotations
 
 import numpy as np
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (TIMEOUT, C, array, create, expect_error, long_train_request,
-                               model_calls, tensor, unless)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    TIMEOUT,
+    C,
+    array,
+    create,
+    expect_error,
+    long_train_request,
+    model_calls,
+    tensor,
+    unless,
+)
 from tests.support.waiting import wait_for
 
 

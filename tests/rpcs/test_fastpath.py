@@ -14,7 +14,6 @@ from jitnet.service.errors import NotFound
 from jitnet.service.model import Activation, Architecture, Init, initial_parameters
 from jitnet.service.store import ModelRecord, frozen
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import tensor
 
 BIG = 1 << 30

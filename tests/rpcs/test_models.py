@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (ARTICLE_HIDDEN, ARTICLE_OUTPUT, TIMEOUT, C, array, article_request,
-                               code_of, create, tensor)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    ARTICLE_HIDDEN,
+    ARTICLE_OUTPUT,
+    TIMEOUT,
+    C,
+    array,
+    article_request,
+    code_of,
+    create,
+    tensor,
+)
 
 
 def test_create_defaults_seed_and_fresh_id(stub):
@@ -23,7 +32,7 @@ def test_create_defaults_seed_and_fresh_id(stub):
     second = stub.CreateModel(pb.CreateModelRequest(
         model_id="again", architecture=pb.Architecture(layer_sizes=[3, 5, 2]), seed=7),
         timeout=TIMEOUT).model
-    for a, b in zip(first.layers, second.layers):  # same seed, same weights
+    for a, b in zip(first.layers, second.layers, strict=True):  # same seed, same weights
         np.testing.assert_array_equal(array(a.weights), array(b.weights))
     uniform = stub.CreateModel(pb.CreateModelRequest(
         architecture=pb.Architecture(layer_sizes=[3, 5, 2]), init=pb.INIT_UNIFORM, seed=7),

@@ -8,10 +8,9 @@ import threading
 from collections import defaultdict
 
 import numpy as np
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (TIMEOUT, C, array, create, error_of, long_train_request,
-                               tensor)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import TIMEOUT, C, array, create, error_of, long_train_request, tensor
 
 
 def test_predict_values_raw_zero_rows_and_row_counts_going_down(stub):
@@ -54,7 +53,8 @@ def test_predict_one_raw_sample_answers_as_every_other_form(stub):
     stub.Step(pb.StepRequest(model_id="one", input=[0, 1, 0], target=[1, 0, 0, 0],
                              learning_rate=0.5), timeout=TIMEOUT)
     after = predict(tensor(x[:1], raw=True))
-    assert after.model_version == 2 and array(after.outputs).tolist() != array(fast.outputs).tolist()
+    assert after.model_version == 2
+    assert array(after.outputs).tolist() != array(fast.outputs).tolist()
 
     def error(inputs, model_id="one"):
         exc = error_of(lambda: stub.Predict(pb.PredictRequest(model_id=model_id, inputs=inputs),

@@ -4,10 +4,18 @@ committed progress, learns XOR, adds up its counters and stops at a target loss.
 from __future__ import annotations
 
 import numpy as np
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (ARTICLE_OUTPUT, TIMEOUT, XOR, array, article_request, create,
-                               xor_predict, xor_train)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    ARTICLE_OUTPUT,
+    TIMEOUT,
+    XOR,
+    array,
+    article_request,
+    create,
+    xor_predict,
+    xor_train,
+)
 
 
 def test_step_dry_run_keeps_the_model(stub):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from jitnet.client import Client, cli, errors
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-
 from tests.support.rpc import RPCS, SERVICE, SERVING, TIMEOUT, C, error_of, model_calls
 from tests.support.tls import self_signed_certificate
 
@@ -57,7 +57,7 @@ def test_tls_and_token_through_the_client_library(secure):
     for channel in (grpc.insecure_channel(f"127.0.0.1:{server.port}"),
                     grpc.secure_channel(target, grpc.ssl_channel_credentials())):
         with channel:
-            exc = error_of(lambda: pb_grpc.NetworkServiceStub(channel).ListModels(
+            exc = error_of(lambda channel=channel: pb_grpc.NetworkServiceStub(channel).ListModels(
                 pb.ListModelsRequest(), timeout=3, metadata=(("authorization",
                                                               f"Bearer {TOKEN}"),)))
             assert exc.code() in (C.UNAVAILABLE, C.DEADLINE_EXCEEDED), exc

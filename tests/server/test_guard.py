@@ -13,7 +13,6 @@ import grpc._server
 
 from jitnet.service import guard
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-
 from tests.support.rpc import RPCS, SERVICE, TIMEOUT, C, code_of
 
 
@@ -82,7 +81,7 @@ def test_unknown_methods_answer_unimplemented_and_are_not_remembered(server):
     any name a client makes up would stay in memory."""
     for k in range(3):
         call = server.channel.unary_unary(f"/{SERVICE}/Nope{k}")
-        assert code_of(lambda: call(b"", timeout=TIMEOUT)) == C.UNIMPLEMENTED
+        assert code_of(lambda call=call: call(b"", timeout=TIMEOUT)) == C.UNIMPLEMENTED
 
     class Details:
         def __init__(self, method):

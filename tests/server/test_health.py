@@ -8,10 +8,20 @@ import threading
 import time
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (NOT_SERVING, RPCS, SERVICE, SERVING, TIMEOUT, C, code_of, create,
-                               health_status, long_train_request)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    NOT_SERVING,
+    RPCS,
+    SERVICE,
+    SERVING,
+    TIMEOUT,
+    C,
+    code_of,
+    create,
+    health_status,
+    long_train_request,
+)
 from tests.support.stored import timed
 from tests.support.waiting import wait_for
 

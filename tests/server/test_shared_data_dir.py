@@ -8,10 +8,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from jitnet.v1 import jitnet_pb2 as pb
 
-from tests.support.rpc import (TIMEOUT, C, code_of, create, long_train_request, unless, xor_predict,
-                               xor_train)
+from jitnet.v1 import jitnet_pb2 as pb
+from tests.support.rpc import (
+    TIMEOUT,
+    C,
+    code_of,
+    create,
+    long_train_request,
+    unless,
+    xor_predict,
+    xor_train,
+)
 from tests.support.waiting import wait_for
 
 

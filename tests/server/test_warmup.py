@@ -9,10 +9,10 @@ import threading
 import numba
 import numpy as np
 import pytest
-from jitnet.service import kernels
-from jitnet.v1 import jitnet_pb2 as pb
 from numba.core.registry import CPUDispatcher
 
+from jitnet.service import kernels
+from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, create, long_train_request, tensor, xor_train
 
 

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import SERVING, TIMEOUT, C, health_status, tensor
 from tests.support.stored import SUMMARY, rss_bytes, weight_bytes, weights
 
@@ -82,7 +81,7 @@ class Load:
                 learning_rate=rng.choice([0.01, 0.1, 0.5]), batch_size=rng.choice([1, 8, 32]),
                 momentum=rng.choice([0.0, 0.9]), shuffle=rng.random() < 0.5,
                 seed=rng.randint(0, 99), report_every=rng.choice([0, 5, 50]))
-            self.run("Train", lambda: self.stub.Train(request, timeout=30))
+            self.run("Train", lambda request=request: self.stub.Train(request, timeout=30))
 
     def stepper(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -91,7 +90,7 @@ class Load:
                 model_id=rng.choice(STEPPED * 4 + TRAINED), input=[rng.random() for _ in range(4)],
                 target=[rng.random(), rng.random()], learning_rate=0.1,
                 dry_run=rng.random() < 0.2)
-            self.run("Step", lambda: self.stub.Step(request, timeout=TIMEOUT))
+            self.run("Step", lambda request=request: self.stub.Step(request, timeout=TIMEOUT))
 
     def predictor(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -101,7 +100,8 @@ class Load:
                 model_id=rng.choice(TRAINED + STEPPED + [UNTOUCHED]),
                 inputs=tensor(data.random((rng.choice([1, 7, 300]), 4)),
                               raw=rng.random() < 0.7))
-            self.run("Predict", lambda: self.stub.Predict(request, timeout=TIMEOUT))
+            self.run("Predict",
+                     lambda request=request: self.stub.Predict(request, timeout=TIMEOUT))
 
     def reader(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -148,7 +148,7 @@ def test_soak_concurrent_train_step_predict(spawn):
 
     assert not load.failures, load.failures[:10]
     totals = collections.Counter()
-    for (what, code), n in load.counts.items():
+    for (what, _code), n in load.counts.items():
         totals[what] += n
     assert all(totals[what] >= 5 for what in ("Train", "Step", "Predict", "GetModel")), totals
     assert load.counts[("Train", "OK")] >= 3 and load.counts[("Step", "OK")] >= 5

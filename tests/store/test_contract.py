@@ -15,11 +15,22 @@ import time
 import numpy as np
 import pytest
 
-from jitnet.service.errors import (AlreadyExists, Busy, FailedPrecondition, InvalidArgument,
-                                   LeaseLost, NotFound)
-from jitnet.service.model import (Activation, Architecture, GradientMode, Init, Loss,
-                                  initial_parameters)
-
+from jitnet.service.errors import (
+    AlreadyExists,
+    Busy,
+    FailedPrecondition,
+    InvalidArgument,
+    LeaseLost,
+    NotFound,
+)
+from jitnet.service.model import (
+    Activation,
+    Architecture,
+    GradientMode,
+    Init,
+    Loss,
+    initial_parameters,
+)
 from tests.support.waiting import wait_for
 
 from .backends import BACKENDS

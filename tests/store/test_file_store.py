@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 from jitnet.service import file_store as store_module
-from jitnet.service.errors import (DiskFull, FailedPrecondition,
-                                   NotFound, StorageFailed)
-from jitnet.service.model import (Activation, Architecture, GradientMode, Init, Loss,
-                                  initial_parameters)
+from jitnet.service.errors import DiskFull, FailedPrecondition, NotFound, StorageFailed
 from jitnet.service.file_store import MAGIC
 from jitnet.service.file_store import FileStore as Store
+from jitnet.service.model import (
+    Activation,
+    Architecture,
+    GradientMode,
+    Init,
+    Loss,
+    initial_parameters,
+)
 
 ARCH = Architecture((3, 4, 2), hidden_activation=Activation.TANH,
                     output_activation=Activation.SOFTMAX, loss=Loss.CROSS_ENTROPY, bias=False,

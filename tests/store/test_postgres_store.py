@@ -19,8 +19,13 @@ import numpy as np
 import pytest
 
 from jitnet.service import model_format, postgres_store
-from jitnet.service.errors import (Busy, FailedPrecondition, LeaseLost, StorageFailed,
-                                   StoreUnavailable)
+from jitnet.service.errors import (
+    Busy,
+    FailedPrecondition,
+    LeaseLost,
+    StorageFailed,
+    StoreUnavailable,
+)
 from jitnet.service.model import Architecture, Init, initial_parameters
 from jitnet.service.postgres_store import PostgresStore
 from jitnet.service.store import open_store

@@ -13,6 +13,7 @@ import signal
 import subprocess
 
 import pytest
+
 from jitnet.client import Client
 from jitnet.service import warmup
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from jitnet.client import datasets
 from jitnet.client.errors import JitnetError
 from jitnet.v1 import jitnet_pb2 as pb

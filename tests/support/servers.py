@@ -15,6 +15,7 @@ import sys
 import threading
 
 import grpc
+
 from jitnet.service.config import Config, Limits
 from jitnet.service.server import ServerHandle, create_server
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc

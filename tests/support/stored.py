@@ -9,9 +9,10 @@ import time
 
 import grpc
 import numpy as np
+
 from jitnet.v1 import jitnet_pb2 as pb
 
-from .rpc import C, TIMEOUT  # noqa: F401 - importable from here too, as they used to be
+from .rpc import TIMEOUT, C  # noqa: F401 - importable from here too, as they used to be
 
 # Figures the tests report at the end of the run (conftest.pytest_terminal_summary).
 SUMMARY: dict[str, str] = {}

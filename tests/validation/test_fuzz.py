@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from itertools import pairwise
 
 import grpc
 import pytest
@@ -26,7 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import RPCS, SERVICE, SERVING, STREAMING, C, health_status
 from tests.support.servers import start_in_process
 from tests.support.stored import SUMMARY, fingerprint
@@ -281,7 +281,7 @@ def plausible_create(draw):
                                     architecture=arch, init=draw(st.integers(0, 3)),
                                     seed=draw(u64))
     if draw(st.booleans()):
-        for fan_in, fan_out in zip(sizes, sizes[1:]):
+        for fan_in, fan_out in pairwise(sizes):
             layer = pb.Layer(weights=draw(_matrix(fan_out, fan_in)))
             if bias:
                 layer.biases.CopyFrom(pb.Tensor(shape=[fan_out], values=draw(st.lists(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from jitnet.v1 import jitnet_pb2 as pb
-
 from tests.support.rpc import RPCS, SERVICE, STREAMING, TIMEOUT, C, create, error_of, tensor
 from tests.support.stored import fingerprint
 
@@ -163,7 +162,7 @@ def _cases():
 
     # -- Step (applied and dry-run alike)
     for dry_run in (False, True):
-        step = lambda **f: _step(dry_run=dry_run, **f)  # noqa: E731
+        step = lambda dry_run=dry_run, **f: _step(dry_run=dry_run, **f)  # noqa: E731
         add("Step", step(input=[0.0, 1.0, 2.0]), "input")
         add("Step", step(input=[]), "input")
         add("Step", step(target=[1.0, 0.0]), "target")
@@ -199,7 +198,8 @@ def test_every_field_of_every_rpc_is_validated_naming_the_field(make_server):
     cases = _cases()
     problems = []
     for rpc, request, words in cases:
-        exc = error_of(lambda: getattr(stub, rpc)(request, timeout=TIMEOUT))
+        exc = error_of(lambda rpc=rpc, request=request: getattr(stub, rpc)(request,
+                                                                           timeout=TIMEOUT))
         details = exc.details() or ""
         if exc.code() != C.INVALID_ARGUMENT:
             problems.append(f"{rpc} {request}: {exc.code()} {details}")
@@ -224,7 +224,7 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument(make_server):
                 call = server.channel.unary_stream(f"/{SERVICE}/{method}")
             else:
                 call = server.channel.unary_unary(f"/{SERVICE}/{method}")
-            exc = error_of(lambda: call(data, timeout=TIMEOUT))
+            exc = error_of(lambda call=call, data=data: call(data, timeout=TIMEOUT))
             assert exc.code() == C.INVALID_ARGUMENT, (method, data, exc.code(), exc.details())
             assert f"the {method} request does not parse" in exc.details()
     health = server.channel.unary_unary("/grpc.health.v1.Health/Check")

@@ -22,8 +22,18 @@ from jitnet.service.config import Config, available_cores
 from jitnet.service.health import WORKER_PID
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from tests.support.rpc import (SERVING, TIMEOUT, XOR_X, XOR_Y, ServerProcess, array, create,
-                               long_train_request, tensor, wait_for)
+from tests.support.rpc import (
+    SERVING,
+    TIMEOUT,
+    XOR_X,
+    XOR_Y,
+    ServerProcess,
+    array,
+    create,
+    long_train_request,
+    tensor,
+    wait_for,
+)
 
 
 @pytest.fixture
