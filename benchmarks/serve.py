@@ -14,7 +14,7 @@ pre-serialised request bytes, timing every call. QPS counts the calls that start
 inside the measured window (after a warm-up); p50/p90/p99 are over those calls; errors count
 every failed call of the run.
 
-The yardstick, *echo*, is a bare grpcio server with the same thread pool (`--workers`, default the
+The yardstick, *echo*, is a bare grpcio server with the same thread pool (`--threads`, default the
 server's 8) and the same server options, whose generic handler answers the same request bytes
 with a canned PredictResponse: the very bytes jitnet answered for that request. The ratio
 jitnet / echo is therefore jitnet's own cost (parsing, validation, the store lookup, the kernel,
@@ -194,20 +194,21 @@ class Proc:
         return self.proc.returncode
 
 
-def start_jitnet(env: dict, workdir: pathlib.Path, workers: int, name: str,
-                 port: int | None = None, flags: tuple[str, ...] = ()) -> tuple[Proc, int]:
+def start_jitnet(env: dict, workdir: pathlib.Path, threads: int, name: str,
+                 port: int | None = None, flags: tuple[str, ...] = (),
+                 threads_flag: str = "--threads") -> tuple[Proc, int]:
     port = port or _free_port()
     data = workdir / f"data-{name}"
     argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
-            str(port), "--data-dir", str(data), "--threads", str(workers), *flags]
+            str(port), "--data-dir", str(data), threads_flag, str(threads), *flags]
     return Proc(argv, env, SERVER_CORE, workdir / f"{name}.log"), port
 
 
-def start_echo(env: dict, workdir: pathlib.Path, workers: int, canned: pathlib.Path,
+def start_echo(env: dict, workdir: pathlib.Path, threads: int, canned: pathlib.Path,
                max_concurrent: int, max_message: int, method: str = PREDICT
                ) -> tuple[Proc, int]:
     port = _free_port()
-    argv = [sys.executable, __file__, "_echo", "--port", str(port), "--workers", str(workers),
+    argv = [sys.executable, __file__, "_echo", "--port", str(port), "--threads", str(threads),
             "--canned", str(canned), "--max-concurrent", str(max_concurrent),
             "--max-message", str(max_message), "--method", method]
     return Proc(argv, env, SERVER_CORE, workdir / "echo.log"), port
@@ -248,6 +249,9 @@ class BaselineTree:
         package.mkdir(parents=True)
         for name, target in self.LINKS.items():
             (package / name).symlink_to(self.tree / target)
+        # before server processes (`--workers`) came, `--workers` named the thread pool
+        config = (self.tree / "service" / "config.py").read_text()
+        self.threads_flag = "--threads" if 'Setting("threads"' in config else "--workers"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -273,7 +277,7 @@ def echo_main(args) -> int:
         return canned[len(request)]
 
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=args.workers),
+        futures.ThreadPoolExecutor(max_workers=args.threads),
         options=[("grpc.max_receive_message_length", args.max_message),
                  ("grpc.max_send_message_length", args.max_message),
                  ("grpc.so_reuseport", 0)],
@@ -449,7 +453,7 @@ def _summarise(runs: list[dict]) -> dict:
     return out
 
 
-def measure_startup(env: dict, workdir: pathlib.Path, workers: int, warm_runs: int) -> dict:
+def measure_startup(env: dict, workdir: pathlib.Path, threads: int, warm_runs: int) -> dict:
     """Cold (empty NUMBA_CACHE_DIR) once, then warm runs on the cache the cold run filled."""
     result = {}
     for label, runs in (("cold", 1), ("warm", warm_runs)):
@@ -457,7 +461,7 @@ def measure_startup(env: dict, workdir: pathlib.Path, workers: int, warm_runs: i
         for k in range(runs):
             port = _free_port()
             began = time.perf_counter()
-            proc, _ = start_jitnet(env, workdir, workers, f"start-{label}-{k}", port)
+            proc, _ = start_jitnet(env, workdir, threads, f"start-{label}-{k}", port)
             try:
                 times.append(_wait_serving(port, proc.proc, 600.0) - began)
             finally:
@@ -477,7 +481,7 @@ def run(args) -> dict:
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="jitnet-bench-"))
     env = {**os.environ, "NUMBA_CACHE_DIR": str(workdir / "numba-cache"), "PYTHONUNBUFFERED": "1"}
-    results: dict = {"pinned": pinned, "workers": args.workers, "in_flight": args.in_flight,
+    results: dict = {"pinned": pinned, "threads": args.threads, "in_flight": args.in_flight,
                      "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds}
 
     try:
@@ -486,13 +490,14 @@ def run(args) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _start_with_models(env: dict, workdir: pathlib.Path, workers: int, name: str,
-                       running: contextlib.ExitStack) -> tuple[str, Proc]:
+def _start_with_models(env: dict, workdir: pathlib.Path, threads: int, name: str,
+                       running: contextlib.ExitStack, threads_flag: str = "--threads"
+                       ) -> tuple[str, Proc]:
     """A jitnet server on the server core, SERVING, holding the Predict cases' models (xor
     trained a little, digits as initialised); stopped when `running` closes."""
     from jitnet.client import Client, datasets
 
-    proc, port = start_jitnet(env, workdir, workers, name)
+    proc, port = start_jitnet(env, workdir, threads, name, threads_flag=threads_flag)
     running.callback(proc.stop)
     _wait_serving(port, proc.proc, 600.0)  # a cold numba cache compiles every kernel first
     target = f"127.0.0.1:{port}"
@@ -513,18 +518,18 @@ def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
 
     if args.cases is None:
         print("start-up (cold numba cache first; it compiles every kernel)", flush=True)
-        results["startup"] = measure_startup(env, workdir, args.workers, args.start_runs)
+        results["startup"] = measure_startup(env, workdir, args.threads, args.start_runs)
 
     with contextlib.ExitStack() as running:  # closes in reverse: echo, baseline, its tree, jitnet
         servers = {}  # name: (target, Proc), in the order of a round
-        servers["jitnet"] = _start_with_models(env, workdir, args.workers, "jitnet", running)
+        servers["jitnet"] = _start_with_models(env, workdir, args.threads, "jitnet", running)
         if args.baseline:
             tree = running.enter_context(BaselineTree(args.baseline, workdir))
             results["baseline"] = {"rev": tree.rev, "commit": tree.commit}
             print(f"jitnet@{tree.rev} is {tree.commit[:10]}, from {tree.tree}", flush=True)
             servers[f"jitnet@{tree.rev}"] = _start_with_models(
-                {**env, "PYTHONPATH": str(tree.import_root)}, workdir, args.workers,
-                "jitnet-baseline", running)
+                {**env, "PYTHONPATH": str(tree.import_root)}, workdir, args.threads,
+                "jitnet-baseline", running, tree.threads_flag)
 
         cases = []  # (title, key, request bytes, rows)
         for key in args.cases or PREDICT_CASES:
@@ -547,7 +552,7 @@ def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
         canned_file = workdir / "canned.pickle"
         canned_file.write_bytes(pickle.dumps(canned))
         limits = Limits()
-        echo, echo_port = start_echo(env, workdir, args.workers, canned_file,
+        echo, echo_port = start_echo(env, workdir, args.threads, canned_file,
                                      limits.max_concurrent_calls, limits.max_message_bytes)
         running.callback(echo.stop)
         _wait_port(echo_port, echo.proc)
@@ -609,7 +614,7 @@ def measure_metrics_cost(env: dict, workdir: pathlib.Path, args, off: tuple[str,
     from jitnet.client import Client
 
     metrics_port = _free_port()
-    server, port = start_jitnet(env, workdir, args.workers, "jitnet-metrics",
+    server, port = start_jitnet(env, workdir, args.threads, "jitnet-metrics",
                                 flags=("--metrics-port", str(metrics_port)))
     try:
         _wait_serving(port, server.proc, 120.0)
@@ -713,6 +718,7 @@ def section(results: dict) -> str:
     keys = [key for key in PREDICT_CASES if key in p]
     names = results.get("servers", ["jitnet", "echo"])
     pinned = "" if results["pinned"] else " (NOT pinned: fewer than 2 cores)"
+    threads = results.get("threads", results.get("workers"))  # older --json files: "workers"
     lines = [
         SECTION,
         "",
@@ -726,7 +732,7 @@ def section(results: dict) -> str:
         "",
         f"Setup: each server process pinned to core {SERVER_CORE}, the load client (a grpc.aio "
         f"closed loop in its own process) to core {CLIENT_CORE}{pinned}; "
-        f"{results['in_flight']} calls in flight; {results['workers']} worker threads in every "
+        f"{results['in_flight']} calls in flight; {threads} threads in every "
         f"server; per round {results['warmup']:g} s warm-up + {results['seconds']:g} s "
         f"measured, {results['rounds']} round(s) per server, the servers in turn (in reverse "
         "order every other round); medians over rounds. *echo* is a bare grpcio server (same "
@@ -864,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s per case")
     parser.add_argument("--in-flight", type=int, default=32, help="calls in flight (default 32)")
-    parser.add_argument("--workers", type=int, default=8,
+    parser.add_argument("--threads", type=int, default=8,
                         help="server thread pool, every server (default 8, jitnet's default)")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the server of git revision REV, as 'jitnet@REV'")
@@ -897,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = " ".join(
         ["python benchmarks/serve.py"] + (["--quick"] if args.quick else [])
         + ([f"--in-flight {args.in_flight}"] if args.in_flight != 32 else [])
-        + ([f"--workers {args.workers}"] if args.workers != 8 else [])
+        + ([f"--threads {args.threads}"] if args.threads != 8 else [])
         + ([f"--baseline {args.baseline}"] if args.baseline else [])
         + ([f"--cases {','.join(args.cases)}"] if args.cases else []))
     results["written"] = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}"
@@ -929,7 +935,7 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"serve.py {kind}")
     if kind == "_echo":
         parser.add_argument("--port", type=int, required=True)
-        parser.add_argument("--workers", type=int, required=True)
+        parser.add_argument("--threads", type=int, required=True)
         parser.add_argument("--canned", required=True)
         parser.add_argument("--method", default=PREDICT)
         parser.add_argument("--max-concurrent", type=int, required=True)

@@ -99,13 +99,16 @@ def test_buffers_are_per_thread():
     record = _record((4, 8, 3))
     samples = np.random.default_rng(5).standard_normal((2, 4))
     expected = [_general(record, s) for s in samples]
-    seen = {}
+    seen, buffers = {}, {}
     barrier = threading.Barrier(2)
 
     def predict(i):
-        reply = fastpath.predict_reply(lambda _: record, _request(samples[i]), BIG)
-        barrier.wait()  # both threads have predicted before either keeps its reply
-        seen[i] = reply
+        seen[i] = fastpath.predict_reply(lambda _: record, _request(samples[i]), BIG)
+        # this thread's buffers, held until both threads have theirs: a thread's memory can
+        # be reused once it ends, so the comparison is made while both live
+        prepared = fastpath._per_thread.prepared[record.id]
+        buffers[i] = (prepared.inputs.obj, prepared.outputs.obj)
+        barrier.wait()
 
     threads = [threading.Thread(target=predict, args=(i,)) for i in range(2)]
     for t in threads:
@@ -113,6 +116,8 @@ def test_buffers_are_per_thread():
     for t in threads:
         t.join()
     assert [seen[0], seen[1]] == expected
+    for mine, theirs in zip(buffers[0], buffers[1], strict=True):
+        assert not np.shares_memory(mine, theirs)
 
 
 @pytest.mark.skipif(not hasattr(kernels.predict_rows, "compile"), reason="NUMBA_DISABLE_JIT")
