@@ -56,6 +56,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -491,13 +492,15 @@ def run(args) -> dict:
 
 
 def _start_with_models(env: dict, workdir: pathlib.Path, threads: int, name: str,
-                       running: contextlib.ExitStack, threads_flag: str = "--threads"
-                       ) -> tuple[str, Proc]:
+                       running: contextlib.ExitStack, threads_flag: str = "--threads",
+                       tiers: bool = True, flags: tuple[str, ...] = ()) -> tuple[str, Proc]:
     """A jitnet server on the server core, SERVING, holding the Predict cases' models (xor
-    trained a little, digits as initialised); stopped when `running` closes."""
+    trained a little, digits as initialised), both served by their specialised kernels
+    (`tiers`: a revision that has them); stopped when `running` closes."""
     from jitnet.client import Client, datasets
 
-    proc, port = start_jitnet(env, workdir, threads, name, threads_flag=threads_flag)
+    proc, port = start_jitnet(env, workdir, threads, name, flags=flags,
+                              threads_flag=threads_flag)
     running.callback(proc.stop)
     _wait_serving(port, proc.proc, 600.0)  # a cold numba cache compiles every kernel first
     target = f"127.0.0.1:{port}"
@@ -507,7 +510,33 @@ def _start_with_models(env: dict, workdir: pathlib.Path, threads: int, name: str
         client.create_model([64, 64, 10], seed=1, model_id="digits", **DIGITS)
         for _ in client.train("xor", xor.inputs, xor.targets, epochs=2000, learning_rate=0.5):
             pass
+        if tiers:
+            _wait_specialised(client, proc, ("2-4-1 ", "64-64-10 "))
     return target, proc
+
+
+def _wait_specialised(client, proc: Proc, prefixes: tuple[str, ...],
+                      timeout: float = 600.0) -> None:
+    """Until the server's log says each architecture (`prefixes` of its description) is served
+    by specialised kernels: a Train asks for them at once, a model only predicted after the
+    server's --specialise-after-predicts (1,000), so digits is predicted that often here. The
+    compile runs at the lowest priority, which under a measurement's load could wait for
+    minutes: every server is measured at its steady tier."""
+    import numpy as np
+
+    digits_row = np.zeros(64)
+    loaded = [re.compile(rf"(^|\W){re.escape(prefix)}\S+ \S+ \S+: specialised kernels loaded",
+                         re.MULTILINE) for prefix in prefixes]
+    deadline = time.monotonic() + timeout
+    while True:
+        log = proc.log.read_text(errors="replace")
+        if all(pattern.search(log) for pattern in loaded):
+            return
+        if time.monotonic() > deadline or proc.proc.poll() is not None:
+            raise RuntimeError(f"not specialised within {timeout:.0f} s: {proc.log}")
+        for _ in range(100):
+            client.predict("digits", digits_row)
+        time.sleep(0.2)
 
 
 def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
@@ -529,7 +558,8 @@ def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
             print(f"jitnet@{tree.rev} is {tree.commit[:10]}, from {tree.tree}", flush=True)
             servers[f"jitnet@{tree.rev}"] = _start_with_models(
                 {**env, "PYTHONPATH": str(tree.import_root)}, workdir, args.threads,
-                "jitnet-baseline", running, tree.threads_flag)
+                "jitnet-baseline", running, tree.threads_flag,
+                tiers=(tree.tree / "service" / "jit").is_dir())
 
         cases = []  # (title, key, request bytes, rows)
         for key in args.cases or PREDICT_CASES:
@@ -611,16 +641,13 @@ def measure_metrics_cost(env: dict, workdir: pathlib.Path, args, off: tuple[str,
     is a few percent). The second server's /metrics must count every call the client made."""
     import urllib.request
 
-    from jitnet.client import Client
 
     metrics_port = _free_port()
-    server, port = start_jitnet(env, workdir, args.threads, "jitnet-metrics",
-                                flags=("--metrics-port", str(metrics_port)))
-    try:
-        _wait_serving(port, server.proc, 120.0)
-        with Client(f"127.0.0.1:{port}", timeout=60) as client:
-            client.create_model([2, 4, 1], seed=1, model_id="xor")
-        servers = {"off": off, "on": (f"127.0.0.1:{port}", server.pid)}
+    with contextlib.ExitStack() as running:
+        # the same models, trained and specialised alike: only --metrics-port differs
+        target, server = _start_with_models(env, workdir, args.threads, "jitnet-metrics",
+                                            running, flags=("--metrics-port", str(metrics_port)))
+        servers = {"off": off, "on": (target, server.pid)}
         runs = {"off": [], "on": []}
         for r in range(2 * args.rounds):
             for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
@@ -629,8 +656,6 @@ def measure_metrics_cost(env: dict, workdir: pathlib.Path, args, off: tuple[str,
                                              args.in_flight, args.seconds, args.warmup))
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                       timeout=10).read().decode()
-    finally:
-        server.stop()
     counted = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
                   if line.startswith("grpc_server_handled_total{") and 'grpc_method="Predict"'
                   in line and 'grpc_code="OK"' in line)

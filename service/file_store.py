@@ -45,13 +45,12 @@ from .errors import (
     Busy,
     DiskFull,
     FailedPrecondition,
-    LeaseLost,
     NotFound,
     StorageFailed,
 )
 from .model import Architecture
 from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
-from .store import Lease, LoadReport, ModelRecord, ModelStore, frozen, is_valid_id, validate_id
+from .store import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -241,11 +240,7 @@ class FileStore(ModelStore):
         """Version 1 of a new model. AlreadyExists when the id is taken, also by a model
         another process created a moment ago."""
         validate_id(model_id)
-        now = time.time_ns()
-        params = frozen(params)
-        velocity = np.zeros_like(params)
-        velocity.setflags(write=False)
-        record = ModelRecord(model_id, arch, 1, 0, 0, 0.0, now, now, params, velocity)
+        record = ModelRecord.first_version(model_id, arch, params)
         path = self._path(model_id)
         if os.path.exists(path):
             raise AlreadyExists(f"model '{model_id}' already exists; pick another id, or "
@@ -404,15 +399,9 @@ class FileLease(Lease):
         totals (None: unchanged). Takes ownership of the arrays (fresh ones are frozen in
         place, others copied)."""
         if self._fd < 0:
-            raise LeaseLost(f"the lease on model '{self.model_id}' was released; nothing was "
-                            "stored, the model keeps its last committed version")
-        base = self.record
-        record = dataclasses.replace(
-            base, version=base.version + 1,
-            epochs_trained=base.epochs_trained if epochs_trained is None else int(epochs_trained),
-            iterations=base.iterations if iterations is None else int(iterations),
-            last_loss=float(last_loss), update_time_ns=max(time.time_ns(), base.update_time_ns),
-            params=frozen(params), velocity=frozen(velocity))
+            raise self.released_error()
+        record = self.record.next_version(params, velocity, last_loss=last_loss,
+                                          epochs_trained=epochs_trained, iterations=iterations)
         began = time.perf_counter()
         self._store._commit(record)
         self._store.events.committed(record.id, record.version, time.perf_counter() - began)

@@ -75,7 +75,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .model import Architecture
-from .store import Lease, LoadReport, ModelRecord, ModelStore, frozen, validate_id
+from .store import Lease, LoadReport, ModelRecord, ModelStore, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -338,11 +338,7 @@ class PostgresStore(ModelStore):
 
     def create(self, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
         validate_id(model_id)
-        now = time.time_ns()
-        params = frozen(params)
-        velocity = np.zeros_like(params)
-        velocity.setflags(write=False)
-        record = ModelRecord(model_id, arch, 1, 0, 0, 0.0, now, now, params, velocity)
+        record = ModelRecord.first_version(model_id, arch, params)
         body = model_format.encode(record)
         with _database_errors(self, f"creating model '{model_id}'"):
             with self._connection() as conn, conn.transaction():
@@ -577,15 +573,9 @@ class PostgresLease(Lease):
     def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
         if self.released:
-            raise LeaseLost(f"the lease on model '{self.model_id}' was released; nothing was "
-                            "stored, the model keeps its last committed version")
-        base = self.record
-        record = dataclasses.replace(
-            base, version=base.version + 1,
-            epochs_trained=base.epochs_trained if epochs_trained is None else int(epochs_trained),
-            iterations=base.iterations if iterations is None else int(iterations),
-            last_loss=float(last_loss), update_time_ns=max(time.time_ns(), base.update_time_ns),
-            params=frozen(params), velocity=frozen(velocity))
+            raise self.released_error()
+        record = self.record.next_version(params, velocity, last_loss=last_loss,
+                                          epochs_trained=epochs_trained, iterations=iterations)
         self._store._commit(self, record)
         self.record = record
         return record

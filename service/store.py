@@ -39,11 +39,12 @@ import dataclasses
 import functools
 import re
 import secrets
+import time
 from typing import NamedTuple
 
 import numpy as np
 
-from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .errors import FailedPrecondition, InvalidArgument, LeaseLost, NotFound
 from .events import QUIET, Events
 from .model import Architecture, Network
 
@@ -94,6 +95,26 @@ class ModelRecord:
     params: np.ndarray
     velocity: np.ndarray  # SGD momentum state, the shape of params
 
+    @classmethod
+    def first_version(cls, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
+        """Version 1 of a new model: these parameters (frozen), no velocity, nothing trained."""
+        now = time.time_ns()
+        params = frozen(params)
+        velocity = np.zeros_like(params)
+        velocity.setflags(write=False)
+        return cls(model_id, arch, 1, 0, 0, 0.0, now, now, params, velocity)
+
+    def next_version(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+                     epochs_trained: int | None, iterations: int | None) -> ModelRecord:
+        """Version + 1 with these arrays (frozen: fresh ones in place, others copied) and
+        counters (None: unchanged), as a Lease commits it."""
+        return dataclasses.replace(
+            self, version=self.version + 1,
+            epochs_trained=self.epochs_trained if epochs_trained is None else int(epochs_trained),
+            iterations=self.iterations if iterations is None else int(iterations),
+            last_loss=float(last_loss), update_time_ns=max(time.time_ns(), self.update_time_ns),
+            params=frozen(params), velocity=frozen(velocity))
+
     @functools.cached_property
     def network(self) -> Network:
         """The Network of this version, built once: Predict reuses it until the next commit."""
@@ -122,6 +143,11 @@ class Lease(abc.ABC):
     @abc.abstractmethod
     def release(self) -> None:
         """Lets the next writer in; idempotent."""
+
+    def released_error(self) -> LeaseLost:
+        """What a commit after release raises."""
+        return LeaseLost(f"the lease on model '{self.model_id}' was released; nothing was "
+                         "stored, the model keeps its last committed version")
 
     def __enter__(self) -> Lease:
         return self

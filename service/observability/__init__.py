@@ -260,18 +260,24 @@ class _Call:
                 pass
 
 
+def _called(site: _Site, behavior, request, context) -> tuple[_Call, object]:
+    """Runs the handler under a new watch (a stream of requests counted as it is read);
+    a handler that raises ends its watch with the call's code."""
+    if site.streams_requests:
+        watch = _Call(site, None, context)
+        request = _counting_requests(request, watch)
+    else:
+        watch = _Call(site, request, context)
+    try:
+        return watch, behavior(request, context)
+    except BaseException:
+        watch.end(context.code() or UNKNOWN)
+        raise
+
+
 def _observed_unary(site: _Site, behavior):
     def call(request, context):
-        if site.streams_requests:
-            watch = _Call(site, None, context)
-            request = _counting_requests(request, watch)
-        else:
-            watch = _Call(site, request, context)
-        try:
-            reply = behavior(request, context)
-        except BaseException:
-            watch.end(context.code() or UNKNOWN)
-            raise
+        watch, reply = _called(site, behavior, request, context)
         watch.sent()
         watch.end(context.code() or OK)
         return reply
@@ -281,16 +287,7 @@ def _observed_unary(site: _Site, behavior):
 
 def _observed_stream(site: _Site, behavior):
     def call(request, context):
-        if site.streams_requests:
-            watch = _Call(site, None, context)
-            request = _counting_requests(request, watch)
-        else:
-            watch = _Call(site, request, context)
-        try:
-            responses = behavior(request, context)
-        except BaseException:
-            watch.end(context.code() or UNKNOWN)
-            raise
+        watch, responses = _called(site, behavior, request, context)
         return _counting_responses(responses, watch, context)
 
     return call
