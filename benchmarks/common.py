@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -87,6 +90,27 @@ def versions(*distributions: str) -> str:
         except metadata.PackageNotFoundError:
             parts.append(f"{name} not installed")
     return ", ".join(parts)
+
+
+def wait_specialised(log: Path, architectures: tuple[str, ...], poke: Callable[[], None],
+                     is_running: Callable[[], bool], timeout: float = 600.0) -> None:
+    """Until a server's log (at INFO) says each architecture ("64-64-10", as
+    Architecture.describe() starts) is served by its specialised kernels, calling `poke`
+    (Predicts, towards --specialise-after-predicts) meanwhile. The compile runs at the lowest
+    priority, which under a measurement's load can wait for minutes: servers are compared at
+    their steady tier, not while one of them is still on the generic kernels."""
+    loaded = [re.compile(rf"(^|\W){re.escape(sizes)} \S+ \S+ \S+: specialised kernels loaded",
+                         re.MULTILINE) for sizes in architectures]
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        if all(pattern.search(text) for pattern in loaded):
+            return
+        if time.monotonic() > deadline or not is_running():
+            raise RuntimeError(f"{', '.join(architectures)} not specialised within "
+                               f"{timeout:.0f} s; see {log}")
+        poke()
+        time.sleep(0.2)
 
 
 def write_section(text: str, heading: str, path: Path = DOC) -> None:

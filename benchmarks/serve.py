@@ -56,7 +56,6 @@ import json
 import os
 import pathlib
 import pickle
-import re
 import shutil
 import signal
 import socket
@@ -77,6 +76,7 @@ from common import (
     pin_self,
     pinned_to,
     versions,
+    wait_specialised,
     write_section,
 )
 
@@ -497,6 +497,8 @@ def _start_with_models(env: dict, workdir: pathlib.Path, threads: int, name: str
     """A jitnet server on the server core, SERVING, holding the Predict cases' models (xor
     trained a little, digits as initialised), both served by their specialised kernels
     (`tiers`: a revision that has them); stopped when `running` closes."""
+    import numpy as np
+
     from jitnet.client import Client, datasets
 
     proc, port = start_jitnet(env, workdir, threads, name, flags=flags,
@@ -510,33 +512,12 @@ def _start_with_models(env: dict, workdir: pathlib.Path, threads: int, name: str
         client.create_model([64, 64, 10], seed=1, model_id="digits", **DIGITS)
         for _ in client.train("xor", xor.inputs, xor.targets, epochs=2000, learning_rate=0.5):
             pass
-        if tiers:
-            _wait_specialised(client, proc, ("2-4-1 ", "64-64-10 "))
+        if tiers:  # a Train asks at once; digits only after --specialise-after-predicts
+            digits_row = np.zeros(64)
+            wait_specialised(proc.log, ("2-4-1", "64-64-10"),
+                             lambda: [client.predict("digits", digits_row) for _ in range(100)],
+                             lambda: proc.proc.poll() is None)
     return target, proc
-
-
-def _wait_specialised(client, proc: Proc, prefixes: tuple[str, ...],
-                      timeout: float = 600.0) -> None:
-    """Until the server's log says each architecture (`prefixes` of its description) is served
-    by specialised kernels: a Train asks for them at once, a model only predicted after the
-    server's --specialise-after-predicts (1,000), so digits is predicted that often here. The
-    compile runs at the lowest priority, which under a measurement's load could wait for
-    minutes: every server is measured at its steady tier."""
-    import numpy as np
-
-    digits_row = np.zeros(64)
-    loaded = [re.compile(rf"(^|\W){re.escape(prefix)}\S+ \S+ \S+: specialised kernels loaded",
-                         re.MULTILINE) for prefix in prefixes]
-    deadline = time.monotonic() + timeout
-    while True:
-        log = proc.log.read_text(errors="replace")
-        if all(pattern.search(log) for pattern in loaded):
-            return
-        if time.monotonic() > deadline or proc.proc.poll() is not None:
-            raise RuntimeError(f"not specialised within {timeout:.0f} s: {proc.log}")
-        for _ in range(100):
-            client.predict("digits", digits_row)
-        time.sleep(0.2)
 
 
 def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:

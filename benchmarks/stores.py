@@ -61,21 +61,7 @@ SIZES = {"64-64-10": (64, 64, 10), "256-256-10": (256, 256, 10)}
 # tests/hosts/topology.py): the benchmark runs from a checkout, whose root is importable.
 sys.path.insert(0, str(ROOT))
 
-
-def _cores() -> set[int]:
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:
-        return set()
-
-
-_MACHINE_CORES = _cores()
-
-
-def _pin_to(core: int | None):
-    if core is None or core not in _MACHINE_CORES:
-        return None
-    return lambda: os.sched_setaffinity(0, {core})
+import common  # noqa: E402  (a sibling: benchmarks/ is on sys.path when run as a script)
 
 
 def _free_port() -> int:
@@ -101,12 +87,12 @@ class Server:
         self.port = _free_port()
         self.log = workdir / f"{name}.log"
         argv = [sys.executable, "-m", "jitnet.service.server", "--host", "127.0.0.1", "--port",
-                str(self.port), "--threads", "8", "--log-level", "WARNING"]
+                str(self.port), "--threads", "8"]
         env = {**os.environ, "JITNET_STORE": store}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=log,
-                                         preexec_fn=_pin_to(SERVER_CORE))
+                                         preexec_fn=common.pinned_to(SERVER_CORE))
         self.target = f"127.0.0.1:{self.port}"
 
     def wait_serving(self, timeout: float = 120) -> None:
@@ -176,7 +162,7 @@ def _run_client(target: str, request: pathlib.Path, seconds: float, warmup: floa
     argv = [sys.executable, __file__, "_client", "--target", target, "--request", str(request),
             "--seconds", str(seconds), "--warmup", str(warmup), "--in-flight", "32"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 120,
-                          preexec_fn=_pin_to(CLIENT_CORE))
+                          preexec_fn=common.pinned_to(CLIENT_CORE))
     if done.returncode != 0:
         raise RuntimeError(f"load client failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -203,6 +189,9 @@ def measure_predict(stores: dict[str, str], workdir: pathlib.Path, args) -> dict
                 version = [p.version for p in client.train(
                     f"{MODEL}-{name}", x, np.eye(10)[:1], epochs=3, learning_rate=0.1,
                     report_every=1)][-1]
+            # both servers measured on the model's specialised kernels (the Train asked)
+            common.wait_specialised(server.log, ("64-64-10",), lambda: None,
+                                    lambda server=server: server.proc.poll() is None)
             for asked in ("0", "current"):
                 message = pb.PredictRequest(
                     model_id=f"{MODEL}-{name}",
@@ -517,8 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     args.commits_per_block = 20 if args.quick else 50
     args.visible_commits = 200 if args.quick else 500
     args.interval = 0.02
-    if CLIENT_CORE in _MACHINE_CORES:  # the driver keeps off the servers' core
-        os.sched_setaffinity(0, {CLIENT_CORE})
+    common.pin_self(CLIENT_CORE)  # the driver keeps off the servers' core
     results = run(args)
     text = render(results)
     print(text)

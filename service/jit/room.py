@@ -52,6 +52,24 @@ MAX_GENERIC = 4096
 COMPILE_TIMEOUT_SECONDS = 600
 
 
+def at_the_lowest_priority(module: str) -> list[str]:
+    """`python -m module`, with the priority lowered before anything is imported: the compile
+    module's imports (numba's among them) take a second of CPU, which at normal priority on the
+    server's core would delay its Predicts (__main__.py then finds the priority already at its
+    lowest)."""
+    return [sys.executable, "-c", _LOWEST_PRIORITY_THEN_RUN.format(module=module)]
+
+
+_LOWEST_PRIORITY_THEN_RUN = """\
+import os, runpy
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    os.nice(19)
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+"""
+
+
 class Mode(enum.Enum):
     OFF = "off"
     BACKGROUND = "background"
@@ -191,7 +209,7 @@ class Room:
         path = build.write_source(arch, self.directory)
         began = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "jitnet.service.jit", str(path)],
+            [*at_the_lowest_priority("jitnet.service.jit"), str(path)],
             capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         if done.returncode != 0:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jitnet.service.jit import build, template
+from jitnet.service.jit.room import at_the_lowest_priority
 from jitnet.service.jit.tiers import GenericKernels, SpecialisedKernels
 from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
 
@@ -23,6 +24,22 @@ jit_only = pytest.mark.skipif(NOJIT, reason="NUMBA_DISABLE_JIT: nothing is compi
 def compile_process(path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jitnet.service.jit", str(path)],
                           capture_output=True, text=True, timeout=600)
+
+
+def test_the_compile_process_is_at_the_lowest_priority_before_it_imports_anything(tmp_path):
+    """The server starts its compiles so (at_the_lowest_priority): importing the compile
+    module alone is a second of CPU, which must not compete with the server's Predicts."""
+    (tmp_path / "probe_priority.py").write_text(
+        "import os, sys\n"
+        "print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0),\n"
+        "      'numba' in sys.modules, __name__)\n")
+    done = subprocess.run(at_the_lowest_priority("probe_priority"), capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    policy, nice, numba_imported, name = done.stdout.split()
+    assert int(policy) == os.SCHED_IDLE or int(nice) == 19
+    assert (numba_imported, name) == ("False", "__main__")
 
 
 def test_the_source_is_the_architecture_written_out():
