@@ -8,7 +8,8 @@ generic ones (tier 0). Getting tier 1 happens beside the serving, in three steps
      architectures of stored models;
   2. one background thread writes the generated module (build.write_source) and runs
      `python -m jitnet.service.jit <module>` to compile it into numba's cache, one compile at a
-     time, at the lowest priority (SCHED_IDLE: __main__.py). numba's compiler holds the GIL for
+     time, at the lowest priority (SCHED_IDLE, set before it imports anything:
+     at_the_lowest_priority). numba's compiler holds the GIL for
      its whole run (seconds), so a compile in the server's own process would stop every call; in
      a process of its own it only takes a core's share. An architecture compiled before (by
      this server, another worker or an earlier run) is found in the cache and not compiled
