@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .explain import _before, _Names, fmt, short_vector
+from .explain import ArticleNames, fmt, short_vector, weights_before
 from .results import Model, StepTrace
 
 # Colours: positive weights blue, negative red (ColorBrewer RdBu ends), zero grey.
@@ -190,10 +190,10 @@ class _Svg:
 def step_svg(trace: StepTrace, model: Model | None = None) -> str:
     """The step as an SVG document (text). `model` (get_model) adds the architecture to the
     title; without it the picture has every number but no description."""
-    names = _Names(trace)
+    names = ArticleNames(trace)
     n_layers = len(trace.layers)
     sizes = [trace.input.size] + [layer.net.size for layer in trace.layers]
-    before = [_before(trace, k) for k in range(n_layers)]
+    before = [weights_before(trace, k) for k in range(n_layers)]
     labels = [[_neuron_label(trace, names, before, column, j) for j in range(count)]
               for column, count in enumerate(sizes)]
 
@@ -358,7 +358,7 @@ class _Label(NamedTuple):
     title: str  # the tooltip: every number, with the article's names
 
 
-def _neuron_label(trace: StepTrace, names: _Names, before, column: int, j: int) -> _Label:
+def _neuron_label(trace: StepTrace, names: ArticleNames, before, column: int, j: int) -> _Label:
     """Neuron j of a column (0: the inputs)."""
     if column == 0:
         text = f"input{j + 1} = {fmt(trace.input[j])}"

@@ -98,7 +98,7 @@ def _derivative(kind: str, net: float, y: float, mode: str) -> float:
     return 1.0
 
 
-class _Names:
+class ArticleNames:
     """Article-style names for one Step's layers."""
 
     def __init__(self, trace: StepTrace):
@@ -117,7 +117,7 @@ class _Names:
         return [self.neuron("output", k - 1, i) for i in range(self.sizes[k - 1])]
 
 
-def _before(trace: StepTrace, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+def weights_before(trace: StepTrace, k: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Layer k's weights and biases before the update (recomputed from the update when the
     server did not send them: w_old = w_new - learning_rate * delta_j * input_i)."""
     layer = trace.layers[k]
@@ -131,7 +131,7 @@ def _before(trace: StepTrace, k: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 def explain(trace: StepTrace, model: Model) -> str:
     """The whole Step as the article writes it, one line per number."""
-    names = _Names(trace)
+    names = ArticleNames(trace)
     n = len(trace.layers)
     activations = model.activations
     mode = model.gradient_mode
@@ -163,7 +163,7 @@ def explain(trace: StepTrace, model: Model) -> str:
     add("Forward propagation")
     x = trace.input
     for k, layer in enumerate(trace.layers):
-        w, b = _before(trace, k)
+        w, b = weights_before(trace, k)
         for j in range(layer.net.size):
             terms = [f"{_operand(x[i])} * {_operand(w[j, i])}" for i in range(x.size)]
             if b is not None:
@@ -197,7 +197,7 @@ def explain(trace: StepTrace, model: Model) -> str:
                     f"{fmt(layer.error[j])}")
         else:
             above = trace.layers[k + 1]
-            w_above, _ = _before(trace, k + 1)
+            w_above, _ = weights_before(trace, k + 1)
             for j in range(layer.net.size):
                 symbols = [f"{names.neuron('delta', k + 1, m)} * {_operand(w_above[m, j])}"
                            for m in range(above.delta.size)]
@@ -214,7 +214,7 @@ def explain(trace: StepTrace, model: Model) -> str:
     lr = trace.learning_rate
     for k in range(n - 1, -1, -1):
         layer = trace.layers[k]
-        w_old, b_old = _before(trace, k)
+        w_old, b_old = weights_before(trace, k)
         feed = trace.input if k == 0 else trace.layers[k - 1].output
         feed_names = names.inputs(k, feed.size)
         tag = names.tags[k]
@@ -238,7 +238,7 @@ def explain(trace: StepTrace, model: Model) -> str:
     return "\n".join(lines)
 
 
-def _delta_lines(trace: StepTrace, model: Model, names: _Names, k: int, f: str) -> list[str]:
+def _delta_lines(trace: StepTrace, model: Model, names: ArticleNames, k: int, f: str) -> list[str]:
     layer = trace.layers[k]
     n = len(trace.layers)
     kind = model.activations[k]
@@ -278,10 +278,10 @@ def _delta_lines(trace: StepTrace, model: Model, names: _Names, k: int, f: str) 
 
 def table(trace: StepTrace) -> str:
     """The Step as a compact table: one row per neuron, then the loss and version."""
-    names = _Names(trace)
+    names = ArticleNames(trace)
     rows = [("layer", "neuron", "net", "output", "error", "delta", "max |dw|")]
     for k, layer in enumerate(trace.layers):
-        w_old, _ = _before(trace, k)
+        w_old, _ = weights_before(trace, k)
         for j in range(layer.net.size):
             change = float(np.max(np.abs(layer.weights[j] - w_old[j]))) if w_old.size else 0.0
             rows.append((names.tags[k], str(j + 1), fmt(layer.net[j]), fmt(layer.output[j]),

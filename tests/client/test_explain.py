@@ -66,4 +66,4 @@ def test_explain_rebuilds_old_weights_when_the_server_sends_none(client, article
         type(layer)(**{**layer.__dict__, "weights_before": None, "biases_before": None})
         for layer in trace.layers)})
     assert explain.explain(stripped, article) == explain.explain(trace, article)
-    np.testing.assert_allclose(explain._before(stripped, 1)[0], article.layers[1][0])
+    np.testing.assert_allclose(explain.weights_before(stripped, 1)[0], article.layers[1][0])
