@@ -42,10 +42,10 @@ if "--keep-openblas-env" not in sys.argv:
     for _name in _OPENBLAS_ENV:
         os.environ.pop(_name, None)
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - after the thread limits set above
 
 # benchmarks/common.py (a script's own directory is on sys.path)
-from common import (  # noqa: E402
+from common import (  # noqa: E402 - after the thread limits set above
     DOC,
     MACHINE_CORES,
     ROOT,
@@ -56,11 +56,11 @@ from common import (  # noqa: E402
     versions,
     write_section,
 )
-from numba import njit  # noqa: E402
+from numba import njit  # noqa: E402 - after the thread limits set above
 
-from jitnet.client import datasets  # noqa: E402
-from jitnet.service import training  # noqa: E402
-from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402
+from jitnet.client import datasets  # noqa: E402 - after the thread limits set above
+from jitnet.service import training  # noqa: E402 - after the thread limits set above
+from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402 - after the thread limits set above
 
 try:
     import torch

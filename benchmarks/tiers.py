@@ -53,11 +53,11 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_name] = "1"
 
 import engine  # noqa: E402  (benchmarks/engine.py: the bare loops and the data)
-import numpy as np  # noqa: E402
-from numba import njit  # noqa: E402
+import numpy as np  # noqa: E402 - after the thread limits set above
+from numba import njit  # noqa: E402 - after the thread limits set above
 
-from jitnet.service import jit, training  # noqa: E402
-from jitnet.service.model import Init, Network  # noqa: E402
+from jitnet.service import jit, training  # noqa: E402 - after the thread limits set above
+from jitnet.service.model import Init, Network  # noqa: E402 - after the thread limits set above
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -165,7 +165,7 @@ def compile_function(module: ModuleType, name: str):
 # CompileResult, or None), then add_overload, so that the dispatcher knows the signature too.
 # The entry point is what compile() would return. tests/jit/test_build.py checks that this
 # still loads what compile() saved, and returns None for what it did not.
-from numba.core.compiler_lock import global_compiler_lock  # noqa: E402
+from numba.core.compiler_lock import global_compiler_lock  # noqa: E402 - beside the notes above
 
 
 def _load_only(dispatcher, signature):

@@ -41,7 +41,8 @@ def train_xor(client, model_id):
 def test_xors_plot_holds_the_curve_the_surface_and_the_points(client, model_id, tmp_path):
     data, history = train_xor(client, model_id)
     path = tmp_path / "train.svg"
-    predict = lambda points: client.predict(model_id, points)  # noqa: E731
+    def predict(points):
+        return client.predict(model_id, points)
     plot.write_training_plot(path, history, data.inputs, data.targets, predict, title="XOR")
     svg = path.read_text(encoding="utf-8")
     root = parse(svg)
@@ -127,7 +128,8 @@ def test_a_png_of_the_plot_has_real_content(client, model_id, tmp_path):
     pixels = np.asarray(image).reshape(-1, 3).astype(int)
     assert (pixels < 235).any(axis=1).mean() > 0.2  # the surface fills half the figure
     red, blue = np.array([0x67, 0x00, 0x1f]), np.array([0x05, 0x30, 0x61])  # RdBu_r's ends
-    near = lambda c: (np.abs(pixels - c).sum(axis=1) < 120).sum()  # noqa: E731
+    def near(c):
+        return (np.abs(pixels - c).sum(axis=1) < 120).sum()
     assert near(red) > 1000 and near(blue) > 1000  # outputs near 1 and near 0 both shown
 
 

@@ -49,7 +49,8 @@ def test_article_example_in_exact_mode_is_the_true_gradient_step(stub):
     step = stub.Step(pb.StepRequest(model_id="exact", input=[0, 1], target=[1],
                                     learning_rate=0.001), timeout=TIMEOUT)
     # numpy: the gradient of 0.5 (t - y)^2 through two sigmoid layers, one descent step
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    def sig(z):
+        return 1 / (1 + np.exp(-z))
     w1, w2 = np.array(ARTICLE_HIDDEN), np.array(ARTICLE_OUTPUT)
     x, t, lr = np.array([0.0, 1.0]), np.array([1.0]), 0.001
     h = sig(w1 @ x)

@@ -64,7 +64,8 @@ def _step(**fields) -> pb.StepRequest:
 def _cases():
     """(rpc, request, words the message must contain)."""
     cases = []
-    add = lambda rpc, request, *words: cases.append((rpc, request, words))  # noqa: E731
+    def add(rpc, request, *words):
+        return cases.append((rpc, request, words))
 
     # -- model ids, everywhere one is taken (CreateModel makes one when it is empty)
     for bad in BAD_IDS:
@@ -80,7 +81,8 @@ def _cases():
             "model id")
 
     # -- CreateModel: the architecture
-    create_ = lambda **f: pb.CreateModelRequest(model_id="new", **f)  # noqa: E731
+    def create_(**f):
+        return pb.CreateModelRequest(model_id="new", **f)
     add("CreateModel", create_(), "layer_sizes")  # no architecture at all
     add("CreateModel", create_(architecture=_arch(layer_sizes=[])), "layer_sizes")
     add("CreateModel", create_(architecture=_arch(layer_sizes=[3])), "layer_sizes")
@@ -162,7 +164,8 @@ def _cases():
 
     # -- Step (applied and dry-run alike)
     for dry_run in (False, True):
-        step = lambda dry_run=dry_run, **f: _step(dry_run=dry_run, **f)  # noqa: E731
+        def step(dry_run=dry_run, **f):
+            return _step(dry_run=dry_run, **f)
         add("Step", step(input=[0.0, 1.0, 2.0]), "input")
         add("Step", step(input=[]), "input")
         add("Step", step(target=[1.0, 0.0]), "target")
@@ -173,7 +176,8 @@ def _cases():
             add("Step", step(learning_rate=rate), "learning_rate")
 
     # -- Predict
-    predict = lambda t: pb.PredictRequest(model_id="m", inputs=t)  # noqa: E731
+    def predict(t):
+        return pb.PredictRequest(model_id="m", inputs=t)
     add("Predict", pb.PredictRequest(model_id="m"), "inputs.shape")
     add("Predict", predict(tensor([[0.0, NAN]])), "inputs", "finite")
     add("Predict", predict(tensor([[INF, 0.0]], raw=True)), "inputs", "finite")
