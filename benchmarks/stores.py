@@ -34,7 +34,6 @@ Cases:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as _dt
 import json
 import os
@@ -52,7 +51,6 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Stores"
-PREDICT = "/jitnet.v1.NetworkService/Predict"
 SERVER_CORE, CLIENT_CORE = 0, 1
 MODEL = "bench"
 SIZES = {"64-64-10": (64, 64, 10), "256-256-10": (256, 256, 10)}
@@ -62,6 +60,7 @@ SIZES = {"64-64-10": (64, 64, 10), "256-256-10": (256, 256, 10)}
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402  (a sibling: benchmarks/ is on sys.path when run as a script)
+import serve  # noqa: E402  (its load client)
 
 
 def _free_port() -> int:
@@ -121,53 +120,6 @@ class Server:
                 self.proc.wait(10)
 
 
-def client_main(args) -> int:
-    json.dump(asyncio.run(_closed_loop(args)), sys.stdout)
-    return 0
-
-
-async def _closed_loop(args) -> dict:
-    import grpc
-
-    request = pathlib.Path(args.request).read_bytes()
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        call = channel.unary_unary(PREDICT)
-        await call(request, timeout=30)
-        latencies: list[int] = []
-        errors = [0]
-        t_start = time.perf_counter_ns() + int(args.warmup * 1e9)
-        t_end = t_start + int(args.seconds * 1e9)
-
-        async def worker():
-            while True:
-                began = time.perf_counter_ns()
-                if began >= t_end:
-                    return
-                try:
-                    await call(request, timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors[0] += 1
-                    continue
-                done = time.perf_counter_ns()
-                if began >= t_start and done <= t_end:
-                    latencies.append(done - began)
-
-        await asyncio.gather(*(worker() for _ in range(args.in_flight)))
-    ms = [v / 1e6 for v in latencies]
-    return {"qps": len(ms) / args.seconds, "p50": _percentile(ms, 50),
-            "p99": _percentile(ms, 99), "errors": errors[0]}
-
-
-def _run_client(target: str, request: pathlib.Path, seconds: float, warmup: float) -> dict:
-    argv = [sys.executable, __file__, "_client", "--target", target, "--request", str(request),
-            "--seconds", str(seconds), "--warmup", str(warmup), "--in-flight", "32"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 120,
-                          preexec_fn=common.pinned_to(CLIENT_CORE))
-    if done.returncode != 0:
-        raise RuntimeError(f"load client failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
-
-
 def measure_predict(stores: dict[str, str], workdir: pathlib.Path, args) -> dict:
     """QPS of a one-sample Predict, per store, with min_version 0 and current."""
     import numpy as np
@@ -204,8 +156,10 @@ def measure_predict(stores: dict[str, str], workdir: pathlib.Path, args) -> dict
         runs: dict[tuple, list[dict]] = {key: [] for key in order}
         for round_ in range(args.rounds):
             for key in (order if round_ % 2 == 0 else order[::-1]):  # ABCD DCBA
-                runs[key].append(_run_client(servers[key[0]].target, requests[key],
-                                             args.seconds, args.warmup))
+                server = servers[key[0]]  # serve.py's load client, on the client core
+                runs[key].append(serve.run_client(dict(os.environ), server.target,
+                                                  requests[key], server.proc.pid, 32,
+                                                  args.seconds, args.warmup))
         return {f"{name}/{asked}": {
             "qps": statistics.median(r["qps"] for r in results),
             "p50": statistics.median(r["p50"] for r in results),
@@ -459,30 +413,10 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: pathlib.Path = DOCS) -> None:
-    """Replaces the `## Stores` section (up to the next `## ` heading) or appends it."""
-    current = path.read_text() if path.exists() else ""
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        sep = "" if current.endswith("\n\n") or not current else "\n"
-        path.write_text(current + sep + text)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("_client", "_writer", "_observer"):
+    if argv and argv[0] in ("_writer", "_observer"):
         helper = argparse.ArgumentParser()
-        helper.add_argument("--target")
-        helper.add_argument("--request")
-        helper.add_argument("--seconds", type=float)
-        helper.add_argument("--warmup", type=float)
-        helper.add_argument("--in-flight", type=int)
         helper.add_argument("--store")
         helper.add_argument("--commits", type=int)
         helper.add_argument("--interval", type=float)
@@ -490,8 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         helper.add_argument("--refresh", type=float)
         helper.add_argument("--timeout", type=float)
         args = helper.parse_args(argv[1:])
-        return {"_client": client_main, "_writer": writer_main,
-                "_observer": observer_main}[argv[0]](args)
+        return {"_writer": writer_main, "_observer": observer_main}[argv[0]](args)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter, fewer rounds")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
@@ -513,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.no_write:
-        write_section(text)
+        common.write_section(text, SECTION, DOCS)
         print(f"wrote the {SECTION} section of {DOCS}", file=sys.stderr)
     return 0
 

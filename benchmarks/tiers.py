@@ -40,7 +40,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from pathlib import Path
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_name] = "1"
 
+import common  # noqa: E402  (benchmarks/common.py: pinning, medians, the report section)
 import engine  # noqa: E402  (benchmarks/engine.py: the bare loops and the data)
 import numpy as np  # noqa: E402 - after the thread limits set above
 from numba import njit  # noqa: E402 - after the thread limits set above
@@ -63,7 +63,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Specialised kernels"
 SERVER_CORE, CLIENT_CORE = 0, 1
-_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
 
 XOR = engine.XOR_ARCH
 DIGITS = engine.DIGITS_ARCH
@@ -76,15 +75,6 @@ TARGETS = {
     "load_ms": 50.0,  # an architecture loaded from the cache after a restart
     "p99_compiling": 2.0,  # Predict p99 while a specialisation compiles vs steady p99
 }
-
-
-def pin(core: int) -> None:
-    if core in _CORES:
-        os.sched_setaffinity(0, {core})
-
-
-def median(values) -> float:
-    return float(statistics.median(values))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +203,7 @@ def in_process(quick: bool, kernel_dir: Path) -> dict:
     results["compile"] = compile_times(kernel_dir)
     results["load"] = load_times(kernel_dir)
 
-    pin(SERVER_CORE)
+    common.pin_self(SERVER_CORE)
     data = engine.digits_data()
     x_sample = np.ascontiguousarray(data[3][7])
     digits_net = Network.initialise(DIGITS, Init.HE, 0)
@@ -247,12 +237,12 @@ def in_process(quick: bool, kernel_dir: Path) -> dict:
                     samples["digits"].append(digits_engine(data))
         samples["peak"].append(gemm_peak(5))
     results["samples"] = samples
-    results.update({key: median(values) for key, values in samples.items()})
+    results.update({key: common.median(values) for key, values in samples.items()})
     results["peak"] = max(samples["peak"])
     results["floor"] = digits_flops(len(data[0]), engine.EPOCHS) / results["peak"]
     results["products"] = digits_products(len(data[0]), repeats)
     # The bare loop over the Train RPC's 1,000,000 epochs, on the server's core.
-    results["bare_1m"] = median(engine.xor_bare(1_000_000) * 1_000_000
+    results["bare_1m"] = common.median(engine.xor_bare(1_000_000) * 1_000_000
                                 for _ in range(1 if quick else 3))
     jit.room.configure(jit.Mode.OFF)
     return results
@@ -275,8 +265,7 @@ class Server:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log,
-                preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CORE}))
-                if SERVER_CORE in _CORES else None)
+                preexec_fn=common.pinned_to(SERVER_CORE))
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -343,7 +332,7 @@ def _train(server: Server, model_id: str, x, t, epochs: int) -> float:
 def _at_idle_on(core: int):
     """A preexec_fn: this core (where it exists), SCHED_IDLE, as the compile process runs."""
     def lower() -> None:
-        if core in _CORES:
+        if core in common.MACHINE_CORES:
             os.sched_setaffinity(0, {core})
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     return lower
@@ -365,7 +354,7 @@ def _predict_latencies(server: Server, model_id: str, width: int, *, calls: int 
 def served(quick: bool, workdir: Path, kernel_dir: Path) -> dict:
     from jitnet.v1 import jitnet_pb2 as pb
 
-    pin(CLIENT_CORE)
+    common.pin_self(CLIENT_CORE)
     data_dir = workdir / "models"
     server = Server(workdir, kernel_dir, data_dir, "server")
     results: dict = {}
@@ -375,19 +364,19 @@ def served(quick: bool, workdir: Path, kernel_dir: Path) -> dict:
         _train(server, "xor", engine.XOR_X, engine.XOR_T, 10)  # asks for tier 1
         server.wait_log(r"2-4-1 sigmoid/sigmoid mse exact: specialised kernels loaded")
         _train(server, "xor", engine.XOR_X, engine.XOR_T, 1000)
-        results["train_1m"] = median(_train(server, "xor", engine.XOR_X, engine.XOR_T,
+        results["train_1m"] = common.median(_train(server, "xor", engine.XOR_X, engine.XOR_T,
                                             1_000_000) for _ in range(1 if quick else 3))
 
         # Steady tier-0 Predict of one sample, and the first Predict of new architectures.
         _create(server, "probe", (8, 16, 4))
         _predict_latencies(server, "probe", 8, calls=200)
         steady = _predict_latencies(server, "probe", 8, calls=1000 if quick else 3000)
-        results["steady_ms"] = 1e3 * median(steady)
+        results["steady_ms"] = 1e3 * common.median(steady)
         firsts = []
         for k in range(3 if quick else 7):
             _create(server, f"new{k}", (8, 17 + k, 4))
             firsts.append(_predict_latencies(server, f"new{k}", 8, calls=1)[0])
-        results["first_ms"] = 1e3 * median(firsts)
+        results["first_ms"] = 1e3 * common.median(firsts)
 
         # Predict p99 while another architecture compiles, against just before.
         window = 2.0 if quick else 5.0
@@ -416,7 +405,8 @@ def served(quick: bool, workdir: Path, kernel_dir: Path) -> dict:
             idle_loop.wait()
         results.update(p99_before_ms=1e3 * float(np.percentile(before, 99)),
                        p99_during_ms=1e3 * float(np.percentile(during, 99)),
-                       p50_before_ms=1e3 * median(before), p50_during_ms=1e3 * median(during),
+                       p50_before_ms=1e3 * common.median(before),
+                       p50_during_ms=1e3 * common.median(during),
                        calls_during=len(during),
                        p99_idle_loop_ms=1e3 * float(np.percentile(beside_loop, 99)),
                        compile_s=float(compiled.group(1)) if compiled else float("nan"))
@@ -524,20 +514,6 @@ def report(r: dict, quick: bool) -> str:
         """).replace("{setup}", setup).replace("{table}", table)
 
 
-def write_section(text: str) -> None:
-    old = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + \
-            "".join(lines[end:])
-    DOC.write_text(new)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
@@ -556,7 +532,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
     if not args.no_write:
-        write_section(text)
+        common.write_section(text, SECTION, DOC)
         print(f"written to {DOC.relative_to(ROOT)}")
     return 0
 

@@ -38,17 +38,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import common  # a sibling: benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Workers"
 SERVER_CORE, CLIENT_CORE = 0, 1
-_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
 PREDICT = "/jitnet.v1.NetworkService/Predict"
 MAX_CPU_RATIO = 1.05
-
-
-def _pinned(core: int):
-    return (lambda: os.sched_setaffinity(0, {core})) if core in _CORES else None
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -80,7 +77,7 @@ class Server:
                 "--specialise-after-predicts", "200"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log,
-                                         preexec_fn=_pinned(SERVER_CORE))
+                                         preexec_fn=common.pinned_to(SERVER_CORE))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -161,7 +158,7 @@ def run_client(port: int, request: bytes, channels: int, in_flight: int, seconds
     argv = [sys.executable, __file__, "_client", str(port), str(channels), str(in_flight),
             str(seconds), str(warmup)]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=_pinned(CLIENT_CORE))
+                            stderr=subprocess.PIPE, preexec_fn=common.pinned_to(CLIENT_CORE))
     proc.stdin.write(request)
     proc.stdin.close()
     marks = []
@@ -245,7 +242,7 @@ def measure(args) -> dict:
                 for model, sizes in cases.values():
                     prepare(server, model, sizes)
                 if args.spread:  # worker k on core k (the parent stays on core 0)
-                    cores = sorted(_CORES)
+                    cores = sorted(common.MACHINE_CORES)
                     for k, pid in enumerate(_children(server.proc.pid)):
                         os.sched_setaffinity(pid, {cores[k % len(cores)]})
             for name, (model, sizes) in cases.items():
@@ -319,20 +316,6 @@ def report(results: dict, quick: bool) -> str:
     return text.replace("{verdicts}", "\n".join(verdicts))
 
 
-def write_section(text: str) -> None:
-    old = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + \
-            "".join(lines[end:])
-    DOC.write_text(new)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round per server")
@@ -357,7 +340,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.no_write:
-        write_section(text)
+        common.write_section(text, SECTION, DOC)
         print(f"written to {DOC.relative_to(ROOT)}")
     return 0
 
