@@ -21,6 +21,8 @@ import signal
 import subprocess
 import time
 
+from ..support.waiting import wait_for
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -225,17 +227,6 @@ def timestamp(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{match.group(1)}.{fraction}{zone}")
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def seconds_to_serving(engine: Engine, container: str, timeout: float = 120) -> float:
     """From the container's start to the server's `SERVING` log line, by Docker's timestamps."""
     def serving_line():
@@ -247,7 +238,7 @@ def seconds_to_serving(engine: Engine, container: str, timeout: float = 120) -> 
             if line.rstrip().endswith(" SERVING"):
                 return line
         return None
-    line = wait_for(serving_line, timeout, f"{container} to log SERVING", 0.2)
+    line = wait_for(serving_line, timeout, what=f"{container} to log SERVING", interval=0.2)
     started = timestamp(engine.inspect(container)[0]["State"]["StartedAt"])
     return (timestamp(line.split(" ", 1)[0]) - started).total_seconds()
 
@@ -297,7 +288,8 @@ class ComposeProject:
                     raise AssertionError(f"a replica is {state.get('Health', {}).get('Status')}"
                                          f" / {state['Status']}:\n{json.dumps(state)[:3000]}")
             return ids if all(s["Health"]["Status"] == "healthy" for s in states) else None
-        return wait_for(healthy, timeout, f"{replicas} healthy jitnet replicas", 0.5)
+        return wait_for(healthy, timeout, what=f"{replicas} healthy jitnet replicas",
+                        interval=0.5)
 
     def remove(self) -> None:
         """down -v, then anything of the project's still there (by label, by id)."""

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from ..support.waiting import wait_for
 from . import docker_support as ds
 
 pytestmark = pytest.mark.slow
@@ -67,8 +68,9 @@ def _restore(engine, project) -> None:
     project.wait_healthy()
     project("restart", "nginx")
     network = project.network()
-    ds.wait_for(lambda: engine.client(network, "jitnet", "health", env=TARGET, check=False
-                                      ).returncode == 0, 60, "SERVING through nginx", 0.5)
+    wait_for(lambda: engine.client(network, "jitnet", "health", env=TARGET, check=False
+                                   ).returncode == 0, 60, what="SERVING through nginx",
+             interval=0.5)
 
 
 def test_two_replicas_turn_healthy_behind_nginx_on_an_internal_network(engine, stack):

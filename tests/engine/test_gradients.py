@@ -5,7 +5,6 @@ and no momentum moves the parameters by exactly the descent direction (minus the
 Step gives each layer's nets, outputs, errors and deltas for one sample.
 """
 
-import itertools
 import math
 
 import numpy as np
@@ -16,31 +15,17 @@ from hypothesis import strategies as st
 from jitnet.service import kernels, training
 from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
 
+from ..support.gradient_grid import GRID, HIDDEN, MODES, OUTPUT_LOSS, case_id
 from . import naive
 
 pytestmark = pytest.mark.usefixtures("tier")  # both kernel tiers (conftest.py)
 
-HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
-OUTPUT_LOSS = [(Activation.SIGMOID, Loss.MSE), (Activation.SIGMOID, Loss.CROSS_ENTROPY),
-               (Activation.LINEAR, Loss.MSE), (Activation.SOFTMAX, Loss.MSE),
-               (Activation.SOFTMAX, Loss.CROSS_ENTROPY)]
-MODES = [GradientMode.EXACT, GradientMode.ARTICLE]
-
-# Every activation x output/loss x bias x mode. The depth (1 to 4 layers of neurons) and the
-# batch (1 or 5 rows) cycle with the case's index so that every (activation, mode) pair meets
+# GRID: every activation x output/loss x bias x mode. The depth (1 to 4 layers of neurons) and
+# the batch (1 or 5 rows) cycle with the case's index so that every (activation, mode) pair meets
 # depths above 1 with both batch sizes, and every (bias, mode) pair meets all four depths;
 # the widths (1 to 5) are random per case.
-GRID = list(itertools.product(HIDDEN, OUTPUT_LOSS, [True, False], MODES))
-
-
 def grid_shape(index):
     return 1 + (index // 2 + index // 8) % 4, 1 if (index // 4) % 2 else 5
-
-
-def case_id(case):
-    hidden, (output, loss), bias, mode = case
-    return (f"{hidden.name.lower()}-{output.name.lower()}-{loss.name.lower()}-"
-            f"{'bias' if bias else 'nobias'}-{mode.name.lower()}")
 
 
 def make_problem(seed, hidden, output, loss, bias, mode, sizes=None, rows=1, depth=2):

@@ -4,8 +4,6 @@ its analytic half against naive's backward pass; the step h; cancellation betwee
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -14,20 +12,9 @@ from jitnet.service.errors import Cancelled, InvalidArgument
 from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
 
 from ..engine import naive
+from ..support.gradient_grid import GRID, MODES, case_id
 
-HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
-OUTPUT_LOSS = [(Activation.SIGMOID, Loss.MSE), (Activation.SIGMOID, Loss.CROSS_ENTROPY),
-               (Activation.LINEAR, Loss.MSE), (Activation.SOFTMAX, Loss.MSE),
-               (Activation.SOFTMAX, Loss.CROSS_ENTROPY)]
-MODES = [GradientMode.EXACT, GradientMode.ARTICLE]
-GRID = list(itertools.product(HIDDEN, OUTPUT_LOSS, [True, False], MODES))
 H = 1e-4  # the server's default step
-
-
-def case_id(case):
-    hidden, (output, loss), bias, mode = case
-    return (f"{hidden.name.lower()}-{output.name.lower()}-{loss.name.lower()}-"
-            f"{'bias' if bias else 'nobias'}-{mode.name.lower()}")
 
 
 def make_problem(seed, hidden, output, loss, bias, mode, depth=None):
@@ -50,30 +37,6 @@ def make_problem(seed, hidden, output, loss, bias, mode, depth=None):
     return arch, layers, x, naive.random_targets(rng, 1, sizes[-1], arch)
 
 
-def independent_finite_difference(layers, x, t, arch, h):
-    """-(loss(p + h) - loss(p - h)) / 2h per parameter, with naive's forward pass and loss
-    (whole-array numpy, written from the math): nothing of the engine."""
-    out = []
-    for w, b in layers:
-        grads = []
-        for p in (w, b):
-            if p is None:
-                grads.append(None)
-                continue
-            g = np.zeros_like(p)
-            for idx in np.ndindex(p.shape):
-                keep = p[idx]
-                p[idx] = keep + h
-                up = naive.mean_loss(layers, x, t, arch)
-                p[idx] = keep - h
-                down = naive.mean_loss(layers, x, t, arch)
-                p[idx] = keep
-                g[idx] = -(up - down) / (2.0 * h)
-            grads.append(g)
-        out.append(tuple(grads))
-    return out
-
-
 def relative_errors(a, n):
     return np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), 1e-6)
 
@@ -85,8 +48,8 @@ def flat(pairs):
 def assert_check_matches(check, layers, x, t, arch, h=H):
     """The check's numeric half equals the independent finite difference, its analytic half
     naive's backward pass, and its relative errors follow from those two."""
-    numeric = independent_finite_difference([(w.copy(), None if b is None else b.copy())
-                                             for w, b in layers], x, t, arch, h)
+    numeric = naive.finite_difference_descent(
+        [(w.copy(), None if b is None else b.copy()) for w, b in layers], x, t, arch, h)
     analytic = naive.backward(layers, x, t, arch).descent
     assert len(check.layers) == len(layers)
     for k, (got, (nw, nb), (aw, ab)) in enumerate(

@@ -27,7 +27,8 @@ from tests.support.rpc import (
 )
 from tests.support.stored import C
 
-from .test_engine_check import GRID, assert_check_matches, case_id, make_problem
+from ..support.gradient_grid import GRID, case_id
+from .test_engine_check import assert_check_matches, make_problem
 
 
 def proto_architecture(arch: Architecture) -> pb.Architecture:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .topology import SERVING, Network, health, skip_unless_usable, start_hosts, wait_for
+from ..support.waiting import wait_for
+from .topology import SERVING, Network, health, skip_unless_usable, start_hosts
 
 # A dead holder's lease frees within this (the server's --lease-seconds; 10 s by default).
 LEASE_SECONDS = 6.0
@@ -39,7 +40,8 @@ def hosts(topology):
             replica.start()
         replica.wait_serving()
     assert topology.balancer.process.alive(), topology.balancer.process.log
-    wait_for(lambda: health(topology.lb) == SERVING, 30, "SERVING through nginx")
+    wait_for(lambda: health(topology.lb) == SERVING, 30, what="SERVING through nginx",
+             interval=0.05)
     yield topology
     for host in ("db", "a", "b", "lb"):
         topology.net.restore(host)

@@ -19,8 +19,9 @@ from jitnet.client import Client
 from jitnet.client.errors import JitnetError
 
 from ..support.stored import SUMMARY
+from ..support.waiting import wait_for
 from .conftest import LEASE_SECONDS
-from .topology import in_thread, wait_for
+from .topology import in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def test_a_model_made_and_trained_through_lb_is_predicted_identically_by_both(ho
                                      report_every=1000, timeout=60))
     version = progress[-1].version
     assert progress[-1].done and progress[-1].loss < 0.05
-    wait_for(lambda: _both_at(hosts, "xor", version), 5, f"both replicas at {version}")
+    wait_for(lambda: _both_at(hosts, "xor", version), 5, what=f"both replicas at {version}",
+             interval=0.05)
     answers = {}
     for host, replica in hosts.replicas.items():
         with Client(replica.address, timeout=TIMEOUT) as direct:
@@ -115,7 +117,7 @@ def test_host_a_cut_off_under_predict_load_fails_nothing_after_failover_and_catc
     stop, lock, results = threading.Event(), threading.Lock(), []
     workers = _predict_load(hosts.lb, "load", stop, results, lock)
     try:
-        wait_for(lambda: len(results) >= 100, 30, "Predict load flowing")
+        wait_for(lambda: len(results) >= 100, 30, what="Predict load flowing", interval=0.05)
         cut_at = time.monotonic()
         net.cut("a")
         with Client(hosts.lb, timeout=60) as trainer:  # versions a cannot see while cut off
@@ -127,7 +129,7 @@ def test_host_a_cut_off_under_predict_load_fails_nothing_after_failover_and_catc
         net.restore("a")
         restored_at = time.monotonic()
         wait_for(lambda: _version_on(hosts.replicas["a"].address, "load") == last, 20,
-                 f"host a catching up on version {last}", 0.1)
+                 what=f"host a catching up on version {last}", interval=0.1)
         caught_up = time.monotonic() - restored_at
         time.sleep(1.5)  # load through both again
     finally:
@@ -190,7 +192,7 @@ def test_db_cut_off_during_train_predict_goes_on_and_both_converge(hosts):
     direct = [Client(r.address, timeout=5) for r in hosts.replicas.values()]
     try:
         wait_for(lambda: _both_at(hosts, "dbcut", stored, direct), 10,
-                 f"both replicas at {stored}", 0.01)
+                 what=f"both replicas at {stored}", interval=0.01)
     finally:
         for client in direct:
             client.close()

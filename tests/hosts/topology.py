@@ -26,11 +26,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ..support.waiting import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOSTS = ("db", "a", "b", "lb")
@@ -230,17 +231,6 @@ def health(address: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -267,7 +257,7 @@ class Replica:
         def serving():
             assert self.process.alive(), f"replica {self.host} exited:\n{self.process.log}"
             return health(self.address) == SERVING
-        wait_for(serving, START_TIMEOUT, f"replica {self.host} SERVING", 0.1)
+        wait_for(serving, START_TIMEOUT, what=f"replica {self.host} SERVING", interval=0.1)
 
     @property
     def log(self) -> str:
@@ -285,7 +275,8 @@ class Balancer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.process = Process([*net.exec_prefix("lb"), binary, "-e", "stderr", "-c", str(conf),
                                 "-p", f"{prefix}/", "-g", "daemon off;"], prefix / "nginx.log")
-        wait_for(lambda: health(self.address) == SERVING, 30, "SERVING through nginx", 0.1)
+        wait_for(lambda: health(self.address) == SERVING, 30, what="SERVING through nginx",
+                 interval=0.1)
 
     def stop(self) -> None:
         self.process.stop(signal.SIGQUIT)
