@@ -198,9 +198,13 @@ async def run_aio(cases: dict) -> dict:
 
 
 async def _aio_stream(client, cases: dict) -> dict:
+    """ModelStreamInfer through the aio client, which sends no request here: grpc's aio client
+    reports a write that races the server's early status as INTERNAL about half the time,
+    overwriting the status the server sent (grpc/grpc#36066). The server answers the call
+    before any message either way; the sync client (_sync_stream) does send one."""
     async def requests():
-        yield {"model_name": cases["model"],
-               "inputs": _inputs(np.asarray(cases["rows"]["one"]), "FP64")}
+        return
+        yield  # an async generator with nothing to send
 
     try:
         async for _result, error in client.stream_infer(requests(), stream_timeout=TIMEOUT):
