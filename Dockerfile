@@ -82,7 +82,7 @@ FROM app AS runtime
 # is SERVING within seconds. numba keys its cache on the CPU: on a host whose CPU differs from
 # the build machine's, the server recompiles once at startup (the cache dir stays writable for
 # that, and the healthcheck's start period allows for it).
-RUN python -m jitnet.service.warmup
+RUN python -m jitnet.service.server.warmup
 # 0.0.0.0: reachable from other containers. Grace 8 s: plain `docker stop` waits 10 s before
 # SIGKILL; compose sets 10 s with stop_grace_period 20s.
 ENV JITNET_HOST=0.0.0.0 \

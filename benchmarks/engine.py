@@ -59,8 +59,8 @@ from common import (  # noqa: E402 - after the thread limits set above
 from numba import njit  # noqa: E402 - after the thread limits set above
 
 from jitnet.client import datasets  # noqa: E402 - after the thread limits set above
-from jitnet.service import training  # noqa: E402 - after the thread limits set above
-from jitnet.service.model import Activation, Architecture, Init, Loss, Network  # noqa: E402 - after the thread limits set above
+from jitnet.service.engine import training  # noqa: E402 - after the thread limits set above
+from jitnet.service.engine.model import Activation, Architecture, Init, Loss, Network  # noqa: E402 - after the thread limits set above
 
 try:
     import torch
@@ -464,8 +464,8 @@ START_SCRIPT = textwrap.dedent("""
     import time
     began = time.perf_counter()
     import numpy as np
-    from jitnet.service import training
-    from jitnet.service.model import Activation, Architecture, Init, Loss, Network
+    from jitnet.service.engine import training
+    from jitnet.service.engine.model import Activation, Architecture, Init, Loss, Network
     imported = time.perf_counter()
     x, t = np.random.default_rng(0).random((40, 64)), np.eye(10)[np.arange(40) % 10]
     arch = Architecture((64, 64, 10), Activation.RELU, Activation.SOFTMAX, Loss.CROSS_ENTROPY)

@@ -39,7 +39,7 @@ Cases:
                      metrics on) against the metrics-off server, ABBA rounds: the cost of
                      metrics (the server's /metrics must have counted every call)
   Train XOR 10k      10,000 epochs over gRPC (report_every 0, so the server commits about once a
-                     second and at the end) against jitnet.service.training.train on the same
+                     second and at the end) against jitnet.service.engine.training.train on the same
                      model in a process pinned to core 0, plus one round trip (median Predict XOR
                      latency at one call in flight)
   Start to SERVING   process start to health SERVING, numba cache cold (empty NUMBA_CACHE_DIR)
@@ -106,7 +106,7 @@ DIGITS = dict(hidden="sigmoid", output="softmax", loss="cross-entropy")
 
 
 def DIGITS_ARCH():
-    from jitnet.service.model import Activation, Architecture, Loss
+    from jitnet.service.engine.model import Activation, Architecture, Loss
     return Architecture((64, 64, 10), hidden_activation=Activation.SIGMOID,
                         output_activation=Activation.SOFTMAX, loss=Loss.CROSS_ENTROPY)
 
@@ -384,8 +384,9 @@ def run_client(env: dict, target: str, request_file: pathlib.Path, server_pid: i
 
 def engine_main(args) -> int:
     from jitnet.client import datasets
-    from jitnet.service import training, warmup
-    from jitnet.service.model import Architecture, Init, Network
+    from jitnet.service.engine import training
+    from jitnet.service.engine.model import Architecture, Init, Network
+    from jitnet.service.server import warmup
 
     warmup.warm_up()
     arch = Architecture((2, 4, 1))
@@ -540,7 +541,7 @@ def _run_in(workdir: pathlib.Path, env: dict, results: dict, args) -> dict:
             servers[f"jitnet@{tree.rev}"] = _start_with_models(
                 {**env, "PYTHONPATH": str(tree.import_root)}, workdir, args.threads,
                 "jitnet-baseline", running, tree.threads_flag,
-                tiers=(tree.tree / "service" / "jit").is_dir())
+                tiers=any((tree.tree / "service" / d).is_dir() for d in ("jit", "engine/jit")))
 
         cases = []  # (title, key, request bytes, rows)
         for key in args.cases or PREDICT_CASES:

@@ -179,7 +179,7 @@ def measure_predict(stores: dict[str, str], workdir: pathlib.Path, args) -> dict
 def measure_commit(stores: dict[str, str], args) -> dict:
     import numpy as np
 
-    from jitnet.service.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.model import Architecture, Init, initial_parameters
     from jitnet.service.store import open_store
 
     out = {}
@@ -262,7 +262,7 @@ def observer_main(args) -> int:
 
 
 def measure_visibility(stores: dict[str, str], args, hosts=None) -> dict:
-    from jitnet.service.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.model import Architecture, Init, initial_parameters
     from jitnet.service.store import open_store
 
     arch = Architecture((64, 64, 10))
@@ -338,7 +338,7 @@ def run(args) -> dict:
         else:
             cluster = Cluster(durable=True)
         cluster.start()
-        from jitnet.service import warmup
+        from jitnet.service.server import warmup
 
         warmup.warm_up()
 

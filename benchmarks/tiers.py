@@ -56,8 +56,8 @@ import engine  # noqa: E402  (benchmarks/engine.py: the bare loops and the data)
 import numpy as np  # noqa: E402 - after the thread limits set above
 from numba import njit  # noqa: E402 - after the thread limits set above
 
-from jitnet.service import jit, training  # noqa: E402 - after the thread limits set above
-from jitnet.service.model import Init, Network  # noqa: E402 - after the thread limits set above
+from jitnet.service.engine import jit, training  # noqa: E402 - after the thread limits set above
+from jitnet.service.engine.model import Init, Network  # noqa: E402 - after the thread limits set above
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -174,8 +174,9 @@ def compile_times(kernel_dir: Path) -> dict:
 
 LOAD_SCRIPT = textwrap.dedent("""
     import json, sys, time
-    from jitnet.service import jit, warmup
-    from jitnet.service.model import Activation, Architecture, Loss
+    from jitnet.service.engine import jit
+    from jitnet.service.server import warmup
+    from jitnet.service.engine.model import Activation, Architecture, Loss
     warmup.warm_up()  # a server loads stored architectures after this
     jit.room.configure(jit.Mode.BACKGROUND, directory=sys.argv[1], max_loaded=8)
     times = []

@@ -30,7 +30,7 @@ def run(args) -> int:
     """`jitnet demo`: the server in this process on a free port, models in a temporary
     directory (or --data-dir), stopped at the end."""
     from jitnet.service import config as service_config
-    from jitnet.service import server as service_server
+    from jitnet.service.server import lifecycle as service_server
 
     with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
         data_dir = args.data_dir or tmp

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from jitnet.service.file_store import _HEADER, FORMAT_VERSION, MAGIC
+from jitnet.service.store.file import _HEADER, FORMAT_VERSION, MAGIC
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import (
     SERVING,

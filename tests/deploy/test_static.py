@@ -156,7 +156,7 @@ def test_runtime_image_serves_as_non_root_with_warm_kernels():
     all_lines = [ln.strip() for ln in re.sub(r"\\\n\s*", " ", text).splitlines()]
     users = [ln.split()[1] for ln in all_lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the server must not run as root"
-    warmup = [i for i, ln in enumerate(stage) if "jitnet.service.warmup" in ln]
+    warmup = [i for i, ln in enumerate(stage) if "jitnet.service.server.warmup" in ln]
     assert warmup, "the runtime stage must compile the kernels at build time"
     assert 'CMD ["jitnet", "serve"]' in stage
     assert any(ln.startswith("HEALTHCHECK") and 'CMD ["jitnet", "health"' in ln for ln in stage)

@@ -12,7 +12,7 @@ room's HERE mode; a server compiles in a process of its own). A module opts in w
 import pytest
 
 from jitnet.client import datasets
-from jitnet.service import jit
+from jitnet.service.engine import jit
 
 
 def pytest_configure(config):

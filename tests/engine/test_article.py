@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jitnet.client import datasets
-from jitnet.service import kernels, training
-from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
+from jitnet.service.engine import kernels, training
+from jitnet.service.engine.model import Activation, Architecture, GradientMode, Loss, Network
 
 from . import naive
 

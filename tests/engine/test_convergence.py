@@ -7,8 +7,8 @@ the NUMBA_DISABLE_JIT rerun deselects them.
 import numpy as np
 import pytest
 
-from jitnet.service import training
-from jitnet.service.model import Activation, Architecture, Init, Loss, Network
+from jitnet.service.engine import training
+from jitnet.service.engine.model import Activation, Architecture, Init, Loss, Network
 
 pytestmark = [pytest.mark.jit_only, pytest.mark.usefixtures("tier")]
 

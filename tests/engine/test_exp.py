@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from jitnet.service import kernels
+from jitnet.service.engine import kernels
 
 
 @njit

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jitnet.service import kernels, training
-from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
+from jitnet.service.engine import kernels, training
+from jitnet.service.engine.model import Activation, Architecture, GradientMode, Loss, Network
 
 from ..support.gradient_grid import GRID, HIDDEN, MODES, OUTPUT_LOSS, case_id
 from . import naive

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jitnet.service import errors
-from jitnet.service.model import (
+from jitnet.service.engine.model import (
     Activation,
     Architecture,
     GradientMode,

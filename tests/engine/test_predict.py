@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from jitnet.service import errors, model, training
-from jitnet.service.model import Activation, Architecture, Loss, Network
+from jitnet.service import errors
+from jitnet.service.engine import model, training
+from jitnet.service.engine.model import Activation, Architecture, Loss, Network
 
 from . import naive
 

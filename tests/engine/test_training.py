@@ -4,8 +4,9 @@ cancellation, and option validation -- against naive.train where there is a numb
 import numpy as np
 import pytest
 
-from jitnet.service import errors, training
-from jitnet.service.model import Activation, Architecture, Loss, Network
+from jitnet.service import errors
+from jitnet.service.engine import training
+from jitnet.service.engine.model import Activation, Architecture, Loss, Network
 
 from . import naive
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet.service import model as model_module
+from jitnet.service.engine import model as model_module
+from jitnet.service.engine.model import Activation, Architecture, GradientMode, Loss, Network
 from jitnet.service.errors import Cancelled, InvalidArgument
-from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
 
 from ..engine import naive
 from ..support.gradient_grid import GRID, MODES, case_id

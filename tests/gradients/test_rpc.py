@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from jitnet.client import AsyncClient, Client
-from jitnet.service import limits
 from jitnet.service.config import Config, ConfigError
-from jitnet.service.model import Architecture
+from jitnet.service.engine.model import Architecture
+from jitnet.service.protocols import limits
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import (
     TIMEOUT,
@@ -235,7 +235,7 @@ def test_the_clients_call(server):
 def test_nothing_compiles_after_warm_up(make_server):
     from numba.core.registry import CPUDispatcher
 
-    from jitnet.service import kernels
+    from jitnet.service.engine import kernels
 
     def specialisations():
         return {name: len(obj.signatures) for name, obj in vars(kernels).items()

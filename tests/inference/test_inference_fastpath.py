@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from jitnet.inference import open_inference_grpc_pb2 as oip
-from jitnet.service import fastpath, prediction
-from jitnet.service import inference_convert as convert
 from jitnet.service.config import Limits
+from jitnet.service.engine.model import Activation, Architecture, Init, initial_parameters
 from jitnet.service.errors import NotFound
-from jitnet.service.model import Activation, Architecture, Init, initial_parameters
+from jitnet.service.protocols import fastpath, prediction
+from jitnet.service.protocols.inference import convert as convert
 from jitnet.service.store import ModelRecord, frozen
 from jitnet.v1 import jitnet_pb2 as pb
 

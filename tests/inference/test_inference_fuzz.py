@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.service.config import Config, Limits
-from jitnet.service.server import create_server
+from jitnet.service.server.lifecycle import create_server
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from tests.support.rpc import SERVING, health_status

@@ -33,7 +33,7 @@ def seen(tmp_path_factory, warmed):
     import grpc
 
     from jitnet.service.config import Config, Limits
-    from jitnet.service.server import create_server
+    from jitnet.service.server.lifecycle import create_server
     from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
     tmp = tmp_path_factory.mktemp("triton")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from jitnet.service import jit
-from jitnet.service.jit import build
+from jitnet.service.engine import jit
+from jitnet.service.engine.jit import build
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def compiled(kernel_dir):
     def compile_(arch):
         if arch not in done:
             path = build.write_source(arch, kernel_dir)
-            result = subprocess.run([sys.executable, "-m", "jitnet.service.jit", str(path)],
+            result = subprocess.run([sys.executable, "-m", "jitnet.service.engine.jit", str(path)],
                                     capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, result.stderr
             done.add(arch)

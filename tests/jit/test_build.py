@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from jitnet.service.jit import build, template
-from jitnet.service.jit.room import at_the_lowest_priority
-from jitnet.service.jit.tiers import GenericKernels, SpecialisedKernels
-from jitnet.service.model import Activation, Architecture, GradientMode, Loss, Network
+from jitnet.service.engine.jit import build, template
+from jitnet.service.engine.jit.room import at_the_lowest_priority
+from jitnet.service.engine.jit.tiers import GenericKernels, SpecialisedKernels
+from jitnet.service.engine.model import Activation, Architecture, GradientMode, Loss, Network
 
 XOR = Architecture((2, 4, 1))
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
@@ -22,7 +22,7 @@ jit_only = pytest.mark.skipif(NOJIT, reason="NUMBA_DISABLE_JIT: nothing is compi
 
 
 def compile_process(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jitnet.service.jit", str(path)],
+    return subprocess.run([sys.executable, "-m", "jitnet.service.engine.jit", str(path)],
                           capture_output=True, text=True, timeout=600)
 
 

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from jitnet.service import jit, training
-from jitnet.service.jit import GenericKernels, SpecialisedKernels, build
-from jitnet.service.model import Activation, Architecture, Init, Loss, Network
+from jitnet.service.engine import jit, training
+from jitnet.service.engine.jit import GenericKernels, SpecialisedKernels, build
+from jitnet.service.engine.model import Activation, Architecture, Init, Loss, Network
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 pytestmark = pytest.mark.skipif(NOJIT, reason="NUMBA_DISABLE_JIT: nothing to compile")

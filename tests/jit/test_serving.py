@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from jitnet.service import jit
-from jitnet.service.jit import SpecialisedKernels
-from jitnet.service.model import Architecture
+from jitnet.service.engine import jit
+from jitnet.service.engine.jit import SpecialisedKernels
+from jitnet.service.engine.model import Architecture
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, array, create, tensor
 

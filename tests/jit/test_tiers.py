@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet.service import jit
-from jitnet.service.model import Activation, Architecture, Loss, Network
+from jitnet.service.engine import jit
+from jitnet.service.engine.model import Activation, Architecture, Loss, Network
 
 ARCH = Architecture((20, 7, 3), Activation.TANH, Activation.SOFTMAX, Loss.CROSS_ENTROPY)
 

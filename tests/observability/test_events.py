@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from jitnet.service import events, training
-from jitnet.service import file_store as store_module
+from jitnet.service import events
+from jitnet.service.engine import training
+from jitnet.service.engine.model import Activation, Architecture, Init, Network, initial_parameters
 from jitnet.service.errors import Busy, DiskFull, Diverged, FailedPrecondition, StorageFailed
-from jitnet.service.file_store import FileStore
-from jitnet.service.model import Activation, Architecture, Init, Network, initial_parameters
+from jitnet.service.store import file as store_module
+from jitnet.service.store.file import FileStore
 
 ARCH = Architecture((2, 3, 1))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from jitnet.service import prediction
+from jitnet.service.protocols import prediction
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, error_of, tensor, wait_for
 
@@ -89,7 +89,7 @@ def test_every_line_of_a_call_has_its_id_internal_incidents_included(logged, cap
     incident = re.search(r"incident (\w+)", error.details()).group(1)
     lines = [r for r in caplog.records if getattr(r, "request_id", None) == "req-bug"]
     names = [r.name for r in lines]
-    assert names == ["jitnet.service.status", "jitnet.access"], names
+    assert names == ["jitnet.service.protocols.status", "jitnet.access"], names
     assert incident in lines[0].getMessage() and lines[0].exc_info is not None
     assert lines[1].access["code"] == "INTERNAL"
     # Lines outside any call carry no id.

@@ -182,7 +182,7 @@ def test_health_is_counted_and_warm_up_measured(make_server):
 def test_metrics_port_taken_is_a_clear_start_failure(make_server, tmp_path):
     first = make_server(metrics_port=0)
     from jitnet.service.config import Config
-    from jitnet.service.server import create_server
+    from jitnet.service.server.lifecycle import create_server
 
     with pytest.raises(RuntimeError, match=f"could not serve metrics on 127.0.0.1:"
                                            f"{first.handle.metrics_port}"):
@@ -212,7 +212,7 @@ def test_off_by_default_nothing_wraps_and_nothing_is_imported():
     program = """
 import sys, tempfile
 from jitnet.service.config import Config
-from jitnet.service.server import create_server
+from jitnet.service.server.lifecycle import create_server
 handle = create_server(Config(host="127.0.0.1", port=0, data_dir=tempfile.mkdtemp()),
                        warm_up=lambda: None).start()
 assert handle.wait_ready(30)

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from jitnet.service import prediction
+from jitnet.service.protocols import prediction
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, XOR_X, XOR_Y, code_of, create, tensor, wait_for
 
@@ -143,7 +143,7 @@ def test_without_the_extra_tracing_is_a_clear_start_failure_and_off_costs_nothin
     program = f"""
 import sys
 sys.modules["opentelemetry"] = None  # as if `pip install jitnet[otel]` had not been run
-from jitnet.service import server
+from jitnet.service.server import lifecycle as server
 code = server.main(["--host", "127.0.0.1", "--port", "0", "--data-dir", {str(tmp_path)!r},
                     "--tracing"])
 print("exit", code)

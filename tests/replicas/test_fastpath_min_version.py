@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet.service import fastpath
+from jitnet.service.engine.model import Architecture, Init, initial_parameters
 from jitnet.service.errors import NotFound
-from jitnet.service.model import Architecture, Init, initial_parameters
+from jitnet.service.protocols import fastpath
 from jitnet.service.store import ModelRecord, frozen
 from jitnet.v1 import jitnet_pb2 as pb
 

@@ -131,7 +131,7 @@ def test_a_server_started_while_the_database_is_down_waits_not_serving(
 
     seed = open_store(postgres_dsn)
     seed.open()
-    from jitnet.service.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.model import Architecture, Init, initial_parameters
     arch = Architecture((2, 4, 1))
     seed.create("m", arch, initial_parameters(arch, Init.XAVIER, 1))
     seed.close()

@@ -7,9 +7,9 @@ import argparse
 import pytest
 
 from jitnet.service.config import Config, ConfigError, add_arguments
-from jitnet.service.file_store import FileStore
-from jitnet.service.postgres_store import PostgresStore
 from jitnet.service.store import open_store
+from jitnet.service.store.file import FileStore
+from jitnet.service.store.postgres import PostgresStore
 
 
 def _config(argv, env=None) -> Config:

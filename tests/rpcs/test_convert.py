@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet.service import convert
+from jitnet.service.engine.model import Activation, Architecture, GradientMode, Init, Loss
 from jitnet.service.errors import InvalidArgument
-from jitnet.service.model import Activation, Architecture, GradientMode, Init, Loss
+from jitnet.service.protocols.jitnet_v1 import convert
 from jitnet.v1 import jitnet_pb2 as pb
 
 

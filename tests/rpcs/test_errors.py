@@ -82,7 +82,7 @@ def test_unexpected_error_is_internal_and_logged(server, monkeypatch, caplog):
         raise RuntimeError("secret internals /etc/shadow")
 
     monkeypatch.setattr(server.handle.store, "get", broken)
-    with caplog.at_level("ERROR", logger="jitnet.service.servicer"):
+    with caplog.at_level("ERROR", logger="jitnet.service.protocols.jitnet_v1.servicer"):
         details = expect_error(C.INTERNAL, lambda: server.stub.GetModel(
             pb.GetModelRequest(model_id="x"), timeout=TIMEOUT), "incident")
     assert "secret" not in details and "RuntimeError" not in details

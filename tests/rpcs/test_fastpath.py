@@ -9,9 +9,10 @@ import numba
 import numpy as np
 import pytest
 
-from jitnet.service import fastpath, kernels
+from jitnet.service.engine import kernels
+from jitnet.service.engine.model import Activation, Architecture, Init, initial_parameters
 from jitnet.service.errors import NotFound
-from jitnet.service.model import Activation, Architecture, Init, initial_parameters
+from jitnet.service.protocols import fastpath
 from jitnet.service.store import ModelRecord, frozen
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import tensor

@@ -11,7 +11,7 @@ from concurrent import futures
 import grpc
 import grpc._server
 
-from jitnet.service import guard
+from jitnet.service.server import guard
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from tests.support.rpc import RPCS, SERVICE, TIMEOUT, C, code_of
 

@@ -4,7 +4,7 @@ vanished peer long before TCP would."""
 from __future__ import annotations
 
 from jitnet.client import channel_options
-from jitnet.service import server as server_module
+from jitnet.service.server import lifecycle as server_module
 
 
 def test_client_keepalive_defaults_are_within_the_servers_ping_policy():

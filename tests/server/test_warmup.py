@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
 
-from jitnet.service import kernels
+from jitnet.service.engine import kernels
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import TIMEOUT, create, long_train_request, tensor, xor_train
 
@@ -55,7 +55,7 @@ def test_no_call_after_warm_up_compiles_a_kernel(make_server):
 
 @pytest.mark.slow
 def test_warmup_command_exits_0():
-    done = subprocess.run([sys.executable, "-m", "jitnet.service.warmup"], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "jitnet.service.server.warmup"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "kernels ready in" in done.stderr and numba.__version__

@@ -15,6 +15,14 @@ import time
 import numpy as np
 import pytest
 
+from jitnet.service.engine.model import (
+    Activation,
+    Architecture,
+    GradientMode,
+    Init,
+    Loss,
+    initial_parameters,
+)
 from jitnet.service.errors import (
     AlreadyExists,
     Busy,
@@ -22,14 +30,6 @@ from jitnet.service.errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
-)
-from jitnet.service.model import (
-    Activation,
-    Architecture,
-    GradientMode,
-    Init,
-    Loss,
-    initial_parameters,
 )
 from tests.support.waiting import wait_for
 
@@ -248,7 +248,7 @@ _OTHER_PROCESS = textwrap.dedent("""
     import sys
     import numpy as np
     from jitnet.service.errors import Busy
-    from jitnet.service.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.model import Architecture, Init, initial_parameters
     from jitnet.service.store import open_store
 
     store = open_store(sys.argv[1])

@@ -11,11 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from jitnet.service import file_store as store_module
-from jitnet.service.errors import DiskFull, FailedPrecondition, NotFound, StorageFailed
-from jitnet.service.file_store import MAGIC
-from jitnet.service.file_store import FileStore as Store
-from jitnet.service.model import (
+from jitnet.service.engine.model import (
     Activation,
     Architecture,
     GradientMode,
@@ -23,6 +19,10 @@ from jitnet.service.model import (
     Loss,
     initial_parameters,
 )
+from jitnet.service.errors import DiskFull, FailedPrecondition, NotFound, StorageFailed
+from jitnet.service.store import file as store_module
+from jitnet.service.store.file import MAGIC
+from jitnet.service.store.file import FileStore as Store
 
 ARCH = Architecture((3, 4, 2), hidden_activation=Activation.TANH,
                     output_activation=Activation.SOFTMAX, loss=Loss.CROSS_ENTROPY, bias=False,

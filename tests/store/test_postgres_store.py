@@ -18,7 +18,7 @@ import uuid
 import numpy as np
 import pytest
 
-from jitnet.service import model_format, postgres_store
+from jitnet.service.engine.model import Architecture, Init, initial_parameters
 from jitnet.service.errors import (
     Busy,
     FailedPrecondition,
@@ -26,9 +26,9 @@ from jitnet.service.errors import (
     StorageFailed,
     StoreUnavailable,
 )
-from jitnet.service.model import Architecture, Init, initial_parameters
-from jitnet.service.postgres_store import PostgresStore
-from jitnet.service.store import open_store
+from jitnet.service.store import model_format, open_store
+from jitnet.service.store import postgres as postgres_store
+from jitnet.service.store.postgres import PostgresStore
 
 from ..support.postgres import dbname_of
 from ..support.tcp_proxy import Proxy

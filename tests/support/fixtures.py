@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from jitnet.client import Client
-from jitnet.service import warmup
+from jitnet.service.server import warmup
 
 from .rpc import ARTICLE_HIDDEN, ARTICLE_OUTPUT
 from .servers import STOP_TIMEOUT, InProcessServer, ServerProcess, start_in_process

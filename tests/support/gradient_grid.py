@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from jitnet.service.model import Activation, GradientMode, Loss
+from jitnet.service.engine.model import Activation, GradientMode, Loss
 
 HIDDEN = [Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR]
 OUTPUT_LOSS = [(Activation.SIGMOID, Loss.MSE), (Activation.SIGMOID, Loss.CROSS_ENTROPY),

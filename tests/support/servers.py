@@ -17,7 +17,7 @@ import threading
 import grpc
 
 from jitnet.service.config import Config, Limits
-from jitnet.service.server import ServerHandle, create_server
+from jitnet.service.server.lifecycle import ServerHandle, create_server
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
 from .rpc import is_serving

@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jitnet.service.config import Config, available_cores
-from jitnet.service.health import WORKER_PID
+from jitnet.service.protocols.health import WORKER_PID
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from tests.support.rpc import (

@@ -44,9 +44,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import FailedPrecondition, InvalidArgument, LeaseLost, NotFound
-from .events import QUIET, Events
-from .model import Architecture, Network
+from ..engine.model import Architecture, Network
+from ..errors import FailedPrecondition, InvalidArgument, LeaseLost, NotFound
+from ..events import QUIET, Events
 
 _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
@@ -250,10 +250,10 @@ def open_store(location: str, *, refresh_seconds: float = 0.5, lease_seconds: fl
     store; a dead holder's lease frees within `lease_seconds`, versions are re-read every
     `poll_seconds` as a backstop for lost change notifications). Nothing is opened yet."""
     if is_postgres(location):
-        from .postgres_store import PostgresStore
+        from .postgres import PostgresStore
 
         return PostgresStore(location, lease_seconds=lease_seconds, poll_seconds=poll_seconds)
-    from .file_store import FileStore
+    from .file import FileStore
 
     path = location[len("file:"):] if location.startswith("file:") else location
     if path.startswith("//"):  # file:///abs/path

@@ -63,8 +63,8 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool
 
-from . import model_format
-from .errors import (
+from ..engine.model import Architecture
+from ..errors import (
     AlreadyExists,
     Busy,
     DiskFull,
@@ -74,8 +74,7 @@ from .errors import (
     StorageFailed,
     StoreUnavailable,
 )
-from .model import Architecture
-from .store import Lease, LoadReport, ModelRecord, ModelStore, validate_id
+from . import Lease, LoadReport, ModelRecord, ModelStore, model_format, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 

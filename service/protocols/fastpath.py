@@ -29,9 +29,9 @@ import numpy as np
 from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
-from . import jit
-from .errors import FailedPrecondition, NotFound
-from .store import ModelRecord
+from ..engine import jit
+from ..errors import FailedPrecondition, NotFound
+from ..store import ModelRecord
 
 # The wire's raw tensors are little-endian float64: on such a host, this machine's float64.
 _NATIVE_IS_WIRE = sys.byteorder == "little"

@@ -7,7 +7,7 @@
 Tier 0 is kernels.py, generic in the number and sizes of layers and ready at once. Tier 1 is an
 architecture's own kernels, generated from kernels.py's building blocks with its sizes,
 activations, loss, bias and gradient mode as constants (template.py), compiled by a process of
-its own into numba's on-disk cache (build.py, `python -m jitnet.service.jit`) and swapped in
+its own into numba's on-disk cache (build.py, `python -m jitnet.service.engine.jit`) and swapped in
 when loaded (room.py). The engine (model.py, training.py, fastpath.py) asks here for kernels;
 neither the servicer nor the store knows that tiers exist. The server configures the room from
 its settings (server.py); elsewhere it is OFF (tier 0) unless configured.

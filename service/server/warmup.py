@@ -1,6 +1,6 @@
 """Compile every kernel specialisation the server uses, so no call pays for the JIT.
 
-    python -m jitnet.service.warmup      # at image build time: fills the numba cache, exit 0
+    python -m jitnet.service.server.warmup      # at image build time: fills the numba cache, exit 0
 
 `warm_up()` is what server start runs before reporting SERVING; with a warm cache it loads the
 compiled code from disk in well under a second or two.
@@ -31,10 +31,13 @@ import numpy as np
 from jitnet.inference import open_inference_grpc_pb2 as oip
 from jitnet.v1 import jitnet_pb2 as pb
 
-from . import convert, fastpath, inference_convert, prediction, training
-from .config import Limits
-from .model import Activation, Architecture, GradientMode, Init, initial_parameters
-from .store import ModelRecord
+from ..config import Limits
+from ..engine import training
+from ..engine.model import Activation, Architecture, GradientMode, Init, initial_parameters
+from ..protocols import fastpath, prediction
+from ..protocols.inference import convert as inference_convert
+from ..protocols.jitnet_v1 import convert
+from ..store import ModelRecord
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
-from . import errors
+from .. import errors
 
 SERVICE_NAME = health.SERVICE_NAME
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -1,4 +1,4 @@
-"""The compile process: `python -m jitnet.service.jit MODULE...`.
+"""The compile process: `python -m jitnet.service.engine.jit MODULE...`.
 
 Compiles generated tier-1 modules (build.py) into numba's on-disk cache and exits; the server
 that started it then loads the compiled code from the cache. Prints `compiled PATH` or, when the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jitnet.service.jit",
+    parser = argparse.ArgumentParser(prog="python -m jitnet.service.engine.jit",
                                      description="Compile tier-1 kernel modules into numba's "
                                                  "cache.")
     parser.add_argument("modules", nargs="+", type=Path, help="generated t1_*.py files")

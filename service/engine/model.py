@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import Cancelled, Diverged, InvalidArgument
 from . import jit, kernels
-from .errors import Cancelled, Diverged, InvalidArgument
 
 
 class Activation(enum.IntEnum):

@@ -7,8 +7,8 @@ generic ones (tier 0). Getting tier 1 happens beside the serving, in three steps
      `after_predicts`-th tier-0 Predict of an architecture, or `prefetch` at start for the
      architectures of stored models;
   2. one background thread writes the generated module (build.write_source) and runs
-     `python -m jitnet.service.jit <module>` to compile it into numba's cache, one compile at a
-     time, at the lowest priority (SCHED_IDLE, set before it imports anything:
+     `python -m jitnet.service.engine.jit <module>` to compile it into numba's cache, one compile
+     at a time, at the lowest priority (SCHED_IDLE, set before it imports anything:
      at_the_lowest_priority). numba's compiler holds the GIL for
      its whole run (seconds), so a compile in the server's own process would stop every call; in
      a process of its own it only takes a core's share. An architecture compiled before (by
@@ -210,7 +210,7 @@ class Room:
         path = build.write_source(arch, self.directory)
         began = time.perf_counter()
         done = subprocess.run(
-            [*at_the_lowest_priority("jitnet.service.jit"), str(path)],
+            [*at_the_lowest_priority("jitnet.service.engine.jit"), str(path)],
             capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         if done.returncode != 0:

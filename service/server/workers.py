@@ -1,7 +1,7 @@
 """Several server processes on one port: `jitnet serve --workers N` (or `auto`, one per core).
 
 The parent serves nothing itself. It takes the port, starts N workers (each a whole server:
-`python -m jitnet.service.workers`, running server.run with the parent's settings), and then:
+`python -m jitnet.service.server.workers`, running server.run with the parent's settings), and then:
 
   * a worker that exits is started again (after a pause that grows while it keeps failing);
     more than MAX_DEATHS deaths within DEATH_WINDOW_SECONDS means something is wrong with every
@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ _WORKER_FLAG = "--worker"
 
 def run(config: Config) -> int:
     """The parent of config.workers servers; returns its exit code."""
-    from .observability import logs
+    from ..observability import logs
 
     logs.configure(config.log_level, config.log_format, "parent")
     try:
@@ -154,7 +154,7 @@ class _Parent:
         if self.config.metrics_port:  # one /metrics per worker: the port, then the next ones
             env["JITNET_METRICS_PORT"] = str(self.config.metrics_port + index)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jitnet.service.workers", _WORKER_FLAG, str(index),
+            [sys.executable, "-m", "jitnet.service.server.workers", _WORKER_FLAG, str(index),
              str(os.getpid())], env=env)
         self.workers[index] = proc
         self.started_at[index] = time.monotonic()
@@ -213,11 +213,11 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def worker_main(argv: list[str]) -> int:
-    """`python -m jitnet.service.workers --worker INDEX PARENT_PID`, settings in JITNET_*."""
-    from .observability import logs
-    from .server import run
+    """`python -m jitnet.service.server.workers --worker INDEX PARENT_PID`, settings in JITNET_*."""
+    from ..observability import logs
+    from .lifecycle import run
 
-    parser = argparse.ArgumentParser(prog="python -m jitnet.service.workers")
+    parser = argparse.ArgumentParser(prog="python -m jitnet.service.server.workers")
     parser.add_argument(_WORKER_FLAG, dest="index", type=int, required=True)
     parser.add_argument("parent", type=int)
     args = parser.parse_args(argv)

@@ -18,10 +18,18 @@ from google.protobuf import timestamp_pb2
 
 from jitnet.v1 import jitnet_pb2 as pb
 
-from .errors import InvalidArgument
-from .model import Activation, Architecture, GradientCheck, GradientMode, Init, Loss, StepResult
-from .store import validate_id
-from .training import Progress, TrainOptions
+from ...engine.model import (
+    Activation,
+    Architecture,
+    GradientCheck,
+    GradientMode,
+    Init,
+    Loss,
+    StepResult,
+)
+from ...engine.training import Progress, TrainOptions
+from ...errors import InvalidArgument
+from ...store import validate_id
 
 _LE_F8 = np.dtype("<f8")
 _FLOAT64 = np.dtype(np.float64)

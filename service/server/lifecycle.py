@@ -45,18 +45,19 @@ from grpc_reflection.v1alpha import reflection
 from jitnet.inference import open_inference_grpc_pb2_grpc
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc
 
-from . import config as config_module
-from . import health, jit
+from .. import config as config_module
+from ..config import Config, ConfigError
+from ..engine import jit
+from ..errors import FailedPrecondition, NotFound, StoreUnavailable
+from ..events import QUIET
+from ..observability import Observer, logs
+from ..protocols import health
+from ..protocols.inference.servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
+from ..protocols.inference.servicer import InferenceServicer
+from ..protocols.jitnet_v1.servicer import NetworkServicer
+from ..store import LoadReport, ModelStore, open_store
 from .auth import BearerTokenInterceptor
-from .config import Config, ConfigError
-from .errors import FailedPrecondition, NotFound, StoreUnavailable
-from .events import QUIET
 from .guard import CallGuard, Registering
-from .inference_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
-from .inference_servicer import InferenceServicer
-from .observability import Observer, logs
-from .servicer import NetworkServicer
-from .store import LoadReport, ModelStore, open_store
 from .warmup import warm_up as default_warm_up
 
 _LOGGER = logging.getLogger(__name__)

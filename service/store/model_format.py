@@ -20,9 +20,9 @@ import struct
 
 import numpy as np
 
-from .errors import InvalidArgument
-from .model import Activation, Architecture, GradientMode, Loss
-from .store import ModelRecord, frozen
+from ..engine.model import Activation, Architecture, GradientMode, Loss
+from ..errors import InvalidArgument
+from . import ModelRecord, frozen
 
 MAGIC = b"JITNETM\x00"
 FORMAT_VERSION = 1

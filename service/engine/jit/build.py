@@ -10,7 +10,7 @@ The key hashes the architecture, kernels.py and the template (template.source_di
 and Python's versions: a change to any of them is a new file, compiled afresh. numba's own index
 adds the CPU, so one directory may serve machines of different kinds.
 
-`compile_kernels(key_path)` runs in the compile process (`python -m jitnet.service.jit`); it
+`compile_kernels(key_path)` runs in the compile process (`python -m jitnet.service.engine.jit`); it
 takes the lock, so that two servers (or workers) asking for one architecture compile it once: the
 second waits, then finds it in the cache. `load(arch, directory)` runs in the server and never
 compiles: a signature missing from the cache returns None instead of a compile that would hold

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import grpc
 
-from . import errors
+from .. import errors
 
 _LOGGER = logging.getLogger(__name__)
 

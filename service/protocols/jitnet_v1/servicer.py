@@ -9,14 +9,16 @@ import threading
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 
-from . import convert, fastpath, limits, prediction, training
-from .config import Limits
-from .events import QUIET, Events
-from .guard import may_return_bytes
-from .health import check_ready
-from .model import Network
-from .status import mapped, stop_signal
-from .store import ModelStore, new_id, validate_id
+from ...config import Limits
+from ...engine import training
+from ...engine.model import Network
+from ...events import QUIET, Events
+from ...server.guard import may_return_bytes
+from ...store import ModelStore, new_id, validate_id
+from .. import fastpath, limits, prediction
+from ..health import check_ready
+from ..status import mapped, stop_signal
+from . import convert
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

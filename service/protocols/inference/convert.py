@@ -21,8 +21,8 @@ import numpy as np
 
 from jitnet.inference import open_inference_grpc_pb2 as pb
 
-from .errors import InvalidArgument, NotFound
-from .store import ModelRecord
+from ...errors import InvalidArgument, NotFound
+from ...store import ModelRecord
 
 INPUT, OUTPUT = "input", "output"
 PLATFORM = SERVER_NAME = "jitnet"

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ..errors import Cancelled, Diverged, InvalidArgument
+from ..events import QUIET, Events
 from . import jit
-from .errors import Cancelled, Diverged, InvalidArgument
-from .events import QUIET, Events
 from .model import NO_ORDER, Network, as_matrix, check_learning_rate
 
 # A chunk (one kernel call between cancellation checks) aims at this many seconds.

@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..config import Limits
+from ..errors import NotFound
+from ..store import ModelRecord
 from . import limits
-from .config import Limits
-from .errors import NotFound
-from .store import ModelRecord
 
 
 class Prediction(NamedTuple):

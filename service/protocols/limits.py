@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-from .config import Limits
-from .errors import LimitExceeded
+from ..config import Limits
+from ..errors import LimitExceeded
 
 
 def _over(limits: Limits, field: str, what: str) -> LimitExceeded:

@@ -39,18 +39,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import model_format
-from .errors import (
-    AlreadyExists,
-    Busy,
-    DiskFull,
-    FailedPrecondition,
-    NotFound,
-    StorageFailed,
-)
-from .model import Architecture
+from ..engine.model import Architecture
+from ..errors import AlreadyExists, Busy, DiskFull, FailedPrecondition, NotFound, StorageFailed
+from . import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, model_format, validate_id
 from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
-from .store import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 

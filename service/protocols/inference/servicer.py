@@ -14,14 +14,14 @@ from collections.abc import Callable
 from jitnet.inference import open_inference_grpc_pb2 as pb
 from jitnet.inference import open_inference_grpc_pb2_grpc as pb_grpc
 
-from . import fastpath, limits, prediction
-from . import inference_convert as convert
-from .config import Limits
-from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .guard import may_return_bytes
-from .health import check_ready
-from .status import mapped
-from .store import ModelRecord, ModelStore, validate_id
+from ...config import Limits
+from ...errors import FailedPrecondition, InvalidArgument, NotFound
+from ...server.guard import may_return_bytes
+from ...store import ModelRecord, ModelStore, validate_id
+from .. import fastpath, limits, prediction
+from ..health import check_ready
+from ..status import mapped
+from . import convert
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 

@@ -1,0 +1,1 @@
+"""The server's lifecycle and its door: build, warm up, serve, drain; workers; guard and token."""

@@ -1,0 +1,7 @@
+"""`python -m jitnet.service.server`: a server from the command line, as `jitnet serve`."""
+
+import sys
+
+from .lifecycle import main
+
+sys.exit(main())
