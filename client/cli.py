@@ -303,7 +303,7 @@ def _client(args) -> Client:
 
 def _cmd_serve(args) -> int:
     from jitnet.service import config as service_config
-    from jitnet.service.server import lifecycle as server
+    from jitnet.service.server import main as server
 
     try:
         cfg = service_config.Config.from_namespace(args)

@@ -14,8 +14,9 @@ None. Errors it does raise (an unknown model) are the ones the general path woul
 same request. A request's min_version costs one integer comparison here; a replica holding an
 older version leaves the request to the general path, which re-reads the store.
 
-The one other place that knows of this path is guard.may_return_bytes: Predict's and
-ModelInfer's replies may be the bytes made here (and the metrics count such a reply as one row).
+The one other place that knows of this path is the call guard (server/guard.py): handlers marked
+`may_return_bytes` here, Predict's and ModelInfer's, may reply with the bytes made here (and the
+metrics count such a reply as one row).
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ from jitnet.v1 import jitnet_pb2 as pb
 from ..engine import jit
 from ..errors import FailedPrecondition, NotFound
 from ..store import ModelRecord
+
+_RETURNS_BYTES = "jitnet_may_return_bytes"
+
+
+def may_return_bytes(method):
+    """Marks a handler whose reply may be bytes it encoded itself (this module's); the call
+    guard sends them as they are. Such a reply answers one row: the metrics count it so without
+    reading the request's tensor again (observability._counted_unary)."""
+    setattr(method, _RETURNS_BYTES, True)
+    return method
+
+
+def returns_bytes(method) -> bool:
+    return getattr(method, _RETURNS_BYTES, False)
+
 
 # The wire's raw tensors are little-endian float64: on such a host, this machine's float64.
 _NATIVE_IS_WIRE = sys.byteorder == "little"

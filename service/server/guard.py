@@ -3,7 +3,7 @@
   * request bytes that do not parse answer INVALID_ARGUMENT (grpc alone answers INTERNAL);
   * health Check runs on a thread pool of its own, so probes answer while every worker trains;
   * running handlers are counted, so shutdown knows whether any outlived the grace;
-  * a handler marked `may_return_bytes` may answer with its reply already encoded
+  * a handler marked `fastpath.may_return_bytes` may answer with its reply already encoded
     (fastpath.py's one-sample Predict and one-row ModelInfer);
   * with observability on (metrics, access log, traces), the handler is handed to the
     Observer, which measures it (observability/__init__.py); off, nothing of it is on the path.
@@ -23,6 +23,8 @@ import time
 from concurrent import futures
 
 import grpc
+
+from ..protocols.fastpath import returns_bytes
 
 # -- grpc internals (grpcio 1.85) -----------------------------------------------------------
 # grpc.RpcMethodHandler objects are namedtuples (grpc._utilities.RpcMethodHandler): a wrapped
@@ -44,17 +46,6 @@ def _replaced(handler: grpc.RpcMethodHandler, **changes) -> grpc.RpcMethodHandle
 # -------------------------------------------------------------------------------------------
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-_RETURNS_BYTES = "jitnet_may_return_bytes"
-
-
-def may_return_bytes(method):
-    """Marks a handler whose reply may be bytes it encoded itself; they are sent as they are.
-    Such a reply answers one row (fastpath.py): the metrics count it so without reading the
-    request's tensor again (observability._counted_unary)."""
-    setattr(method, _RETURNS_BYTES, True)
-    return method
-
-
 class _Malformed:
     """Stands in for a request whose bytes did not parse."""
 
@@ -86,7 +77,7 @@ class CallGuard:
             return _replaced(handler, request_deserializer=parse, unary_stream=self._wrap(
                 handler.unary_stream, method, True, request_class))
         serialize = handler.response_serializer
-        if getattr(handler.unary_unary, _RETURNS_BYTES, False):
+        if returns_bytes(handler.unary_unary):
             serialize = _passing_bytes(serialize)
         return _replaced(handler, request_deserializer=parse, response_serializer=serialize,
                          unary_unary=self._wrap(handler.unary_unary, method, False,

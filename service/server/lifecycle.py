@@ -1,5 +1,6 @@
-"""The server's lifecycle: build it (`create_server`), run it until SIGTERM (`run`), or both from
-the command line (`python -m jitnet.service.server --port 0`; `jitnet serve` calls `run`).
+"""The server's lifecycle: build it (`create_server`), serve it until SIGTERM (`serve`). The command
+line (`python -m jitnet.service.server`, `jitnet serve`) goes through main.py, which runs one such
+server or, with workers, the parent of several (workers.py); this module knows neither.
 
 Lifecycle:
   start      the port answers at once; health is NOT_SERVING and NetworkService calls get
@@ -10,12 +11,11 @@ Lifecycle:
   SIGTERM    (or SIGINT) health turns NOT_SERVING for good, new calls are refused (UNAVAILABLE),
              health Watch streams end (an open one would hold the drain), calls in flight get
              `grace_seconds` to finish, then they are cut (long work sees the cut and stops
-             between chunks); `run` returns 0. A handler that cannot see the cut (one long
+             between chunks); `serve` returns 0. A handler that cannot see the cut (one long
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
-With `workers` above 1, `run` is the parent of that many such servers on one port
-(workers.py). At start, after warm-up, the kernel room (jit/) is set up from the settings and
+At start, after warm-up, the kernel room (jit/) is set up from the settings and
 loads the specialised kernels of stored models' architectures from its cache (or queues their
 compile): a restart is warm.
 
@@ -26,13 +26,11 @@ has the metrics endpoint, the access log and traces (each off unless configured)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,8 +43,7 @@ from grpc_reflection.v1alpha import reflection
 from jitnet.inference import open_inference_grpc_pb2_grpc
 from jitnet.v1 import jitnet_pb2, jitnet_pb2_grpc
 
-from .. import config as config_module
-from ..config import Config, ConfigError
+from ..config import Config
 from ..engine import jit
 from ..errors import FailedPrecondition, NotFound, StoreUnavailable
 from ..events import QUIET
@@ -283,13 +280,10 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
                         observer)
 
 
-def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
-        reuse_port: bool = False) -> int:
-    """Serves until SIGTERM or SIGINT, then drains. Returns the process exit code. With
-    config.workers above 1, runs the parent of that many server processes instead."""
-    if config.workers > 1:
-        from . import workers
-        return workers.run(config)
+def serve(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
+          reuse_port: bool = False) -> int:
+    """One server: serves until SIGTERM or SIGINT, then drains. Returns the process exit code.
+    `reuse_port` is for a worker of a parent (workers.py)."""
     logs.configure(config.log_level, config.log_format)
     try:
         handle = create_server(config, warm_up=warm_up, reuse_port=reuse_port)
@@ -348,19 +342,3 @@ def run(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
     _LOGGER.info("stopped")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jitnet.service.server",
-                                     description="Serve jitnet's NetworkService and the "
-                                                 "Open Inference Protocol.")
-    config_module.add_arguments(parser)
-    try:
-        config = Config.from_namespace(parser.parse_args(argv))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return run(config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -215,7 +215,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(argv: list[str]) -> int:
     """`python -m jitnet.service.server.workers --worker INDEX PARENT_PID`, settings in JITNET_*."""
     from ..observability import logs
-    from .lifecycle import run
+    from .lifecycle import serve
 
     parser = argparse.ArgumentParser(prog="python -m jitnet.service.server.workers")
     parser.add_argument(_WORKER_FLAG, dest="index", type=int, required=True)
@@ -228,7 +228,7 @@ def worker_main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format, f"worker {args.index}")
-    return run(config, reuse_port=True)
+    return serve(config, reuse_port=True)
 
 
 if __name__ == "__main__":

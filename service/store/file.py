@@ -41,7 +41,8 @@ import numpy as np
 
 from ..engine.model import Architecture
 from ..errors import AlreadyExists, Busy, DiskFull, FailedPrecondition, NotFound, StorageFailed
-from . import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, model_format, validate_id
+from . import model_format
+from .base import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, validate_id
 from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
 
 _LOGGER = logging.getLogger(__name__)

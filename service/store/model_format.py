@@ -22,7 +22,7 @@ import numpy as np
 
 from ..engine.model import Activation, Architecture, GradientMode, Loss
 from ..errors import InvalidArgument
-from . import ModelRecord, frozen
+from .base import ModelRecord, frozen
 
 MAGIC = b"JITNETM\x00"
 FORMAT_VERSION = 1

@@ -74,7 +74,8 @@ from ..errors import (
     StorageFailed,
     StoreUnavailable,
 )
-from . import Lease, LoadReport, ModelRecord, ModelStore, model_format, validate_id
+from . import model_format
+from .base import Lease, LoadReport, ModelRecord, ModelStore, validate_id
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ Traffic stays between these namespaces and the test process; nothing is routed o
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import random
@@ -31,9 +30,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ..support.topology import render as render_nginx
 from ..support.waiting import wait_for
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOSTS = ("db", "a", "b", "lb")
 PORT = 50051
 START_TIMEOUT = 90.0
@@ -271,7 +270,11 @@ class Balancer:
         prefix.mkdir(parents=True, exist_ok=True)
         self.address = f"{net.address('lb')}:{PORT}"
         conf = prefix / "nginx.conf"
-        conf.write_text(_render_nginx().render(upstreams, self.address))
+        rendered = render_nginx(upstreams, self.address)  # the script, as compose users run it
+        if rendered.returncode != 0:
+            raise RuntimeError(f"deploy/render_nginx.py refused the hosts' addresses: "
+                               f"{rendered.stderr.strip()}")
+        conf.write_text(rendered.stdout)
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.process = Process([*net.exec_prefix("lb"), binary, "-e", "stderr", "-c", str(conf),
                                 "-p", f"{prefix}/", "-g", "daemon off;"], prefix / "nginx.log")
@@ -280,15 +283,6 @@ class Balancer:
 
     def stop(self) -> None:
         self.process.stop(signal.SIGQUIT)
-
-
-def _render_nginx():
-    """deploy/render_nginx.py, by path, as compose users run it (deploy/ is no package)."""
-    spec = importlib.util.spec_from_file_location("render_nginx",
-                                                  ROOT / "deploy" / "render_nginx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclasses.dataclass

@@ -143,7 +143,7 @@ def test_without_the_extra_tracing_is_a_clear_start_failure_and_off_costs_nothin
     program = f"""
 import sys
 sys.modules["opentelemetry"] = None  # as if `pip install jitnet[otel]` had not been run
-from jitnet.service.server import lifecycle as server
+from jitnet.service.server import main as server
 code = server.main(["--host", "127.0.0.1", "--port", "0", "--data-dir", {str(tmp_path)!r},
                     "--tracing"])
 print("exit", code)

@@ -78,6 +78,6 @@ def test_address_brackets_ipv6():
 
 
 def test_server_main_reports_bad_settings(capsys):
-    from jitnet.service.server.lifecycle import main
+    from jitnet.service.server.main import main
     assert main(["--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 import grpc._server
 
+from jitnet.service.protocols import fastpath
 from jitnet.service.server import guard
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from tests.support.rpc import RPCS, SERVICE, TIMEOUT, C, code_of
@@ -62,7 +63,7 @@ def test_only_marked_handlers_may_answer_with_bytes():
     def plain(request, context):
         return None
 
-    @guard.may_return_bytes
+    @fastpath.may_return_bytes
     def encoded(request, context):
         return b"encoded"
 

@@ -16,9 +16,9 @@ from jitnet.inference import open_inference_grpc_pb2_grpc as pb_grpc
 
 from ...config import Limits
 from ...errors import FailedPrecondition, InvalidArgument, NotFound
-from ...server.guard import may_return_bytes
 from ...store import ModelRecord, ModelStore, validate_id
 from .. import fastpath, limits, prediction
+from ..fastpath import may_return_bytes
 from ..health import check_ready
 from ..status import mapped
 from . import convert

@@ -13,9 +13,9 @@ from ...config import Limits
 from ...engine import training
 from ...engine.model import Network
 from ...events import QUIET, Events
-from ...server.guard import may_return_bytes
 from ...store import ModelStore, new_id, validate_id
 from .. import fastpath, limits, prediction
+from ..fastpath import may_return_bytes
 from ..health import check_ready
 from ..status import mapped, stop_signal
 from . import convert
