@@ -23,8 +23,8 @@ ROOMS = [
     ("store", ["store"]),
     ("protocols", ["protocols"]),
     ("observability", ["observability"]),
+    ("web", ["web"]),  # the page's API: a client of the server's own gRPC port
     ("server", ["server"]),
-    ("web", ["web"]),
 ]
 # What the lower rooms never import, whatever their room: the engine knows arrays only, the
 # store knows nothing of the wire.
