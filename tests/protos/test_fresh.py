@@ -12,18 +12,25 @@ GENERATED = [f"v1/jitnet_pb2{suffix}" for suffix in (".py", ".pyi", "_grpc.py")]
     f"inference/open_inference_grpc_pb2{suffix}" for suffix in (".py", ".pyi", "_grpc.py")]
 
 # api.md's service: these names and shapes are the contract clients depend on.
+# (request, response, client streaming, server streaming)
 API_RPCS = {
-    "CreateModel": ("CreateModelRequest", "CreateModelResponse", False),
-    "GetModel": ("GetModelRequest", "GetModelResponse", False),
-    "ListModels": ("ListModelsRequest", "ListModelsResponse", False),
-    "DeleteModel": ("DeleteModelRequest", "DeleteModelResponse", False),
-    "Train": ("TrainRequest", "TrainResponse", True),  # server-streaming progress
-    "Step": ("StepRequest", "StepResponse", False),
-    "Predict": ("PredictRequest", "PredictResponse", False),
+    "CreateModel": ("CreateModelRequest", "CreateModelResponse", False, False),
+    "GetModel": ("GetModelRequest", "GetModelResponse", False, False),
+    "ListModels": ("ListModelsRequest", "ListModelsResponse", False, False),
+    "DeleteModel": ("DeleteModelRequest", "DeleteModelResponse", False, False),
+    "Train": ("TrainRequest", "TrainResponse", False, True),  # server-streaming progress
+    "Step": ("StepRequest", "StepResponse", False, False),
+    "Predict": ("PredictRequest", "PredictResponse", False, False),
+    # Turn 3's data sets. api.md sketches `returns (Dataset)`; the proto wraps the data set in a
+    # response of the RPC's own name, as CreateModel and GetModel wrap a Model (buf STANDARD).
+    "UploadDataset": ("UploadDatasetRequest", "UploadDatasetResponse", True, False),
+    "GetDataset": ("GetDatasetRequest", "GetDatasetResponse", False, False),
+    "ListDatasets": ("ListDatasetsRequest", "ListDatasetsResponse", False, False),
+    "DeleteDataset": ("DeleteDatasetRequest", "DeleteDatasetResponse", False, False),
 }
 # RPCs added since (api.md: "add fields, messages and RPCs freely where users need them").
 ADDED_RPCS = {
-    "CheckGradients": ("CheckGradientsRequest", "CheckGradientsResponse", False),
+    "CheckGradients": ("CheckGradientsRequest", "CheckGradientsResponse", False, False),
 }
 
 
@@ -61,12 +68,13 @@ def test_service_matches_api_md():
 
     methods = file.services_by_name["NetworkService"].methods_by_name
     assert set(methods) == set(API_RPCS) | set(ADDED_RPCS), (
-        "NetworkService must have api.md's 7 RPCs and those ADDED_RPCS lists")
-    for name, (request, response, server_streaming) in {**API_RPCS, **ADDED_RPCS}.items():
+        "NetworkService must have api.md's RPCs and those ADDED_RPCS lists")
+    for name, (request, response, client_streaming, server_streaming) in {
+            **API_RPCS, **ADDED_RPCS}.items():
         method = methods[name]
         assert method.input_type.full_name == f"jitnet.v1.{request}", name
         assert method.output_type.full_name == f"jitnet.v1.{response}", name
-        assert method.client_streaming is False, name
+        assert method.client_streaming is client_streaming, name
         assert method.server_streaming is server_streaming, name
 
 
@@ -75,7 +83,36 @@ def test_tensor_field_numbers_match_api_md():
     from jitnet.v1 import jitnet_pb2
 
     fields = {f.name: f.number for f in jitnet_pb2.Tensor.DESCRIPTOR.fields}
-    assert fields == {"shape": 1, "values": 2, "raw": 3}
+    assert fields == {"shape": 1, "values": 2, "raw": 3, "dtype": 4}
+
+
+def test_turn_3_names_are_api_mds():
+    # api.md's "Additions, turn 3": the names are the contract (JSON and every generated client
+    # use them), the numbers the next free ones of the landed proto.
+    from jitnet.v1 import jitnet_pb2 as pb
+
+    def names(message):
+        return {f.name for f in message.DESCRIPTOR.fields}
+
+    assert {"optimizer", "beta1", "beta2", "epsilon", "weight_decay", "nesterov", "schedule",
+            "validation_inputs", "validation_targets", "validation_fraction", "early_stopping",
+            "sample_weights", "reset_optimizer", "dataset_id",
+            "validation_dataset_id"} <= names(pb.TrainRequest)
+    assert {"validation_loss", "accuracy", "validation_accuracy", "learning_rate", "best_epoch",
+            "stop_reason"} <= names(pb.TrainResponse)
+    assert names(pb.EarlyStopping) == {"patience", "min_delta", "restore_best", "monitor"}
+    assert names(pb.LearningRateSchedule) == {"kind", "step_epochs", "gamma", "patience",
+                                              "min_learning_rate"}
+    assert "dtype" in names(pb.Architecture)
+    values = {enum: set(getattr(pb, enum).keys()) for enum in
+              ("Optimizer", "Monitor", "StopReason", "Dtype")}
+    assert values["Optimizer"] == {"OPTIMIZER_UNSPECIFIED", "OPTIMIZER_SGD", "OPTIMIZER_ADAM",
+                                   "OPTIMIZER_ADAMW"}
+    assert values["Dtype"] == {"DTYPE_UNSPECIFIED", "DTYPE_FLOAT64", "DTYPE_FLOAT32"}
+    assert "STOP_REASON_EARLY_STOPPING" in values["StopReason"]
+    assert "MONITOR_VALIDATION_ACCURACY" in values["Monitor"]
+    assert names(pb.Dataset) == {"id", "rows", "n_inputs", "n_targets", "dtype", "bytes",
+                                 "sha256", "create_time"}
 
 
 # The Open Inference Protocol: the specification's names and numbers are the wire; clients

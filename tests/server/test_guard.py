@@ -14,7 +14,7 @@ import grpc._server
 from jitnet.service.protocols import fastpath
 from jitnet.service.server import guard
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
-from tests.support.rpc import RPCS, SERVICE, TIMEOUT, C, code_of
+from tests.support.rpc import DATASET_RPCS, RPCS, SERVICE, TIMEOUT, C, code_of
 
 
 def test_method_handlers_are_namedtuples_copied_with_replace():
@@ -51,7 +51,7 @@ def test_generated_code_registers_methods_by_name_through_the_stand_in():
         futures.ThreadPoolExecutor(max_workers=1)))
     pb_grpc.add_NetworkServiceServicer_to_server(pb_grpc.NetworkServiceServicer(), registering)
     assert ("generic", 1) in calls
-    assert (SERVICE, sorted(RPCS)) in calls
+    assert (SERVICE, sorted(RPCS + DATASET_RPCS)) in calls
 
 
 def test_only_marked_handlers_may_answer_with_bytes():

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import (
+    DATASET_RPCS,
     NOT_SERVING,
     RPCS,
     SERVICE,
@@ -66,7 +67,7 @@ def test_reflection_lists_the_services(server):
                                       "grpc.health.v1.Health",
                                       "grpc.reflection.v1alpha.ServerReflection"}
     methods = {m.name for m in DescriptorPool(db).FindServiceByName(SERVICE).methods}
-    assert methods == set(RPCS)
+    assert methods == set(RPCS + DATASET_RPCS)
 
 
 def test_health_answers_at_once_while_every_worker_is_busy(make_server):

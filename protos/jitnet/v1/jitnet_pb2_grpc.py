@@ -74,6 +74,26 @@ class NetworkServiceStub:
                 request_serializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.SerializeToString,
                 response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/jitnet.v1.NetworkService/UploadDataset',
+                request_serializer=jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/jitnet.v1.NetworkService/GetDataset',
+                request_serializer=jitnet_dot_v1_dot_jitnet__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.GetDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/jitnet.v1.NetworkService/ListDatasets',
+                request_serializer=jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/jitnet.v1.NetworkService/DeleteDataset',
+                request_serializer=jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -131,6 +151,34 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDataset(self, request_iterator, context):
+        """Data sets stored once, trained many times (TrainRequest.dataset_id). An upload is a client
+        stream: a header, then row chunks; the data set is visible only once the whole stream has
+        arrived and been made durable, and a stream cut short leaves nothing behind. Immutable once
+        stored. Ids follow the model id rules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +221,26 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.CheckGradients,
                     request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.FromString,
                     response_serializer=jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.GetDatasetRequest.FromString,
+                    response_serializer=jitnet_dot_v1_dot_jitnet__pb2.GetDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +459,114 @@ class NetworkService:
             '/jitnet.v1.NetworkService/CheckGradients',
             jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsRequest.SerializeToString,
             jitnet_dot_v1_dot_jitnet__pb2.CheckGradientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/jitnet.v1.NetworkService/UploadDataset',
+            jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetRequest.SerializeToString,
+            jitnet_dot_v1_dot_jitnet__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jitnet.v1.NetworkService/GetDataset',
+            jitnet_dot_v1_dot_jitnet__pb2.GetDatasetRequest.SerializeToString,
+            jitnet_dot_v1_dot_jitnet__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jitnet.v1.NetworkService/ListDatasets',
+            jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsRequest.SerializeToString,
+            jitnet_dot_v1_dot_jitnet__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jitnet.v1.NetworkService/DeleteDataset',
+            jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetRequest.SerializeToString,
+            jitnet_dot_v1_dot_jitnet__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
