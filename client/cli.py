@@ -1,6 +1,7 @@
 """`jitnet`: the command line.
 
     jitnet demo                                    # the article's step explained, then XOR
+    jitnet demo --web                              # the playground page, in your browser
     jitnet serve --port 50051 --data-dir ./models
     jitnet create --id xor --layers 2,4,1 --init uniform
     jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --target-loss 0.001
@@ -168,6 +169,13 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
                         "(default: the current directory)")
     p.add_argument("--epochs", type=int, default=5000, help="most XOR epochs (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--web", action="store_true",
+                   help="instead: serve the playground page (a network learning in your "
+                        "browser) on 127.0.0.1 and print its address; Ctrl-C stops it")
+    p.add_argument("--web-port", type=int, default=0, metavar="PORT",
+                   help="the page's port with --web (default 0: a free one)")
+    p.add_argument("--seconds", type=_positive(float), metavar="SECONDS",
+                   help="with --web, stop after this long (default: at Ctrl-C)")
     p.set_defaults(func=demo.run)
 
     p = command("create", "create a model")

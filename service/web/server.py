@@ -30,6 +30,7 @@ import select
 import socket
 import socketserver
 import threading
+import time
 import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,10 @@ STATIC = Path(__file__).with_name("static")
 MAX_BODY_BYTES = 4 << 20  # a request's body: a pasted CSV of about 100,000 numbers fits
 IDLE_SECONDS = 60.0  # a connection that sends nothing this long is closed
 WATCH_SECONDS = 0.2  # how often a stream's watcher looks whether the page is still there
+# Closing: what the client still sends (a body refused unread) is read for this long, up to
+# this much, so that the close sends FIN and not RST, which can drop the answer unread.
+LINGER_SECONDS = 0.5
+LINGER_BYTES = 1 << 20
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
@@ -120,7 +125,7 @@ class WebServer:
                f"{self.port}/"
 
     def start(self) -> WebServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.25,),
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.1,),
                                         name="jitnet-web", daemon=True)
         self._thread.start()
         return self
@@ -162,6 +167,21 @@ class _HttpServer(ThreadingHTTPServer):
         # HTTPServer.server_bind looks the host's name up (getfqdn), which can wait on DNS.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def shutdown_request(self, request):
+        try:
+            request.shutdown(socket.SHUT_WR)  # the answer is all sent
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                request.settimeout(wait)
+                data = request.recv(min(left, 65536))
+                if not data:
+                    break  # the client closed too
+                left -= len(data)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def handle_error(self, request, client_address):
         _LOGGER.debug("connection from %s ended with an error", client_address, exc_info=True)
