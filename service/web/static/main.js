@@ -309,6 +309,7 @@ async function train(epochs) {
   const controller = new AbortController();
   const base = state.epochsTrained;
   let last = null;
+  let paused = false;
   let finished;
   state.training = { controller, done: new Promise((resolve) => { finished = resolve; }) };
   $("play").textContent = "\u275A\u275A pause";
@@ -323,7 +324,7 @@ async function train(epochs) {
       : "trained");
   } catch (error) {
     if (error.name === "AbortError") {
-      setStatus("idle", `paused at epoch ${state.epochsTrained}, version ${state.model.version}`);
+      paused = true;
     } else {
       report(error);
     }
@@ -332,10 +333,31 @@ async function train(epochs) {
     state.curveTimer = null;
     drawCurve($("loss-curve"), state.history);
     $("play").textContent = "\u25B6 play";
+    if (paused) await settle();
     state.training = null;
     finished();
     wantFrame(state.model.version);
   }
+}
+
+// After a pause the server may commit the epochs it was running while the cancel reached it:
+// read the model until its version stops moving, and show that one.
+async function settle() {
+  setStatus("training", "pausing");
+  const id = state.model.id;
+  let seen = -1;
+  for (let tries = 0; tries < 20; tries += 1) {
+    const model = await api.call("GET", `/api/models/${encodeURIComponent(id)}`);
+    if (!state.model || state.model.id !== id) return;
+    if (model.version === seen) {
+      state.epochsTrained = model.epochs_trained;
+      showModel(model);
+      break;
+    }
+    seen = model.version;
+    await new Promise((resolve) => { setTimeout(resolve, 250); });
+  }
+  setStatus("idle", `paused at epoch ${state.epochsTrained}, version ${state.model.version}`);
 }
 
 // Pauses a training (the connection closes; the server cancels the call, the model keeps its
