@@ -200,7 +200,7 @@ def snapshot(playground: Playground, stage: str) -> str:
                 id('loss-value'),
             'weights: ' + [...document.querySelectorAll('#network line')]
                 .map((l) => Number(l.dataset.w).toFixed(4)).join(' '),
-            'curve: ' + (document.getElementById('loss-curve').dataset.count || '0') + ' epochs',
+            'curve: ' + (document.getElementById('loss-curve').dataset.count || '0') + ' points',
             'terminal: ' + id('terminal'),
             'step:', id('step-explain'),
             ...[...document.querySelectorAll('#step-table tbody tr')]

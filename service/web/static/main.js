@@ -101,11 +101,11 @@ function dataBody() {
   };
 }
 
-function trainBody(epochs) {
+function trainBody(epochs, reportEvery, seed) {
   const body = {
-    inputs: state.data.inputs, targets: state.data.targets, epochs,
+    inputs: state.data.inputs, targets: state.data.targets, epochs, seed,
     learning_rate: number("learning-rate"), batch_size: number("batch-size"), momentum: number("momentum"),
-    shuffle: $("shuffle").checked, target_loss: number("target-loss"), report_every: number("report-every"),
+    shuffle: $("shuffle").checked, target_loss: number("target-loss"), report_every: reportEvery,
   };
   const options = state.info.train_options;
   if (options.includes("optimizer")) body.optimizer = $("optimizer").value;
@@ -303,11 +303,30 @@ function onProgress(line, base) {
   wantFrame(line.version);
 }
 
+// Play trains at the chosen pace: a Train call every CALL_MS with that many milliseconds'
+// epochs, each reporting (and committing) about LINES_PER_SECOND times a second, so a small
+// set does not race through its epochs unseen, nor a page commit as fast as the server can.
+// "As fast as the server goes" is one Train call for all the epochs. Each call is shuffled
+// (when asked) with the seed of the epoch it starts at.
+const CALL_MS = 100;
+const LINES_PER_SECOND = 20;
+const MAX_MODE_REPORTS = 200;
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("paused", "AbortError"));
+    }, { once: true });
+  });
+}
+
 async function train(epochs) {
   if (state.training || !state.model) return;
   clearMessage();
   const controller = new AbortController();
-  const base = state.epochsTrained;
+  const speed = $("speed").value === "max" ? Infinity : number("speed");
   let last = null;
   let paused = false;
   let finished;
@@ -315,10 +334,24 @@ async function train(epochs) {
   $("play").textContent = "\u275A\u275A pause";
   setStatus("training", "training: waiting for the first epochs");
   try {
-    await api.stream(modelPath("/train"), trainBody(epochs), (line) => {
-      last = line;
-      onProgress(line, base);
-    }, controller.signal);
+    let left = epochs;
+    while (left > 0) {
+      const began = performance.now();
+      const chunk = speed === Infinity ? left : Math.min(left, Math.max(1, Math.round((speed * CALL_MS) / 1000)));
+      const reportEvery = speed === Infinity ? Math.max(1, Math.round(chunk / MAX_MODE_REPORTS))
+        : Math.max(1, Math.round((chunk * 1000) / CALL_MS / LINES_PER_SECOND));
+      const base = state.epochsTrained;
+      let done = 0;
+      await api.stream(modelPath("/train"), trainBody(chunk, reportEvery, base), (line) => {
+        last = line;
+        done = line.epoch;
+        onProgress(line, base);
+      }, controller.signal);
+      left -= done;
+      if (done < chunk) break; // the server stopped it: the loss target was reached
+      const wait = CALL_MS - (performance.now() - began);
+      if (left > 0 && wait > 0) await sleep(wait, controller.signal);
+    }
     setStatus("idle", last
       ? `trained: epoch ${state.epochsTrained}, loss ${fmt(last.loss)}, version ${last.version}`
       : "trained");
@@ -333,7 +366,13 @@ async function train(epochs) {
     state.curveTimer = null;
     drawCurve($("loss-curve"), state.history);
     $("play").textContent = "\u25B6 play";
-    if (paused) await settle();
+    if (paused) {
+      try {
+        await settle();
+      } catch (error) {
+        report(error);
+      }
+    }
     state.training = null;
     finished();
     wantFrame(state.model.version);
