@@ -1,4 +1,4 @@
-"""The store contract (service/store.py), run against every implementation in backends.py.
+"""The store contract (service/store/base.py), run against every implementation in backends.py.
 
 What the servicers rely on, whichever store holds the models: versions, leases, visibility to
 other servers (threads, instances and processes), and one damaged model failing alone.
