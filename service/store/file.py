@@ -1,4 +1,4 @@
-"""The file store, the embedded default: one directory, one file per model (store.ModelStore).
+"""The file store, the embedded default: one directory, one file per model (base.ModelStore).
 
 Layout of the data directory:
 

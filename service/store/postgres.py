@@ -1,5 +1,5 @@
 """The PostgreSQL store: models in one database that servers on many hosts share
-(store.ModelStore), selected by a postgresql:// DSN (`--store` / JITNET_STORE).
+(base.ModelStore), selected by a postgresql:// DSN (`--store` / JITNET_STORE).
 
 Schema, version 1 (created, or migrated from an older version, by the first server that opens
 the database: `open()`, under an advisory lock so that servers starting together agree):

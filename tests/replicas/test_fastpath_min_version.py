@@ -1,6 +1,6 @@
-"""min_version on the one-sample fast path (service/fastpath.py): answered when the replica's
-version is new enough, left to the general path (which re-reads the store) when it is older or
-when the model is not known here yet."""
+"""min_version on the one-sample fast path (service/protocols/fastpath.py): answered when the
+replica's version is new enough, left to the general path (which re-reads the store) when it is
+older or when the model is not known here yet."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The one-sample Predict fast path (service/fastpath.py) on its own: the bytes it answers are
-the general path's, and what it cannot answer it leaves to the general path."""
+"""The one-sample Predict fast path (service/protocols/fastpath.py) on its own: the bytes it answers
+are the general path's, and what it cannot answer it leaves to the general path."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Tensors: exactly one of `values` or `raw` (little-endian float64) carries the data; a tensor with
 a zero dimension carries neither. Decoded arrays are native float64 and C-contiguous, fresh and
 writable, except where a caller that only reads asks for a read-only view of the raw bytes
-(Predict): warmup.py compiles the kernels for exactly these array types. Enum fields use
+(Predict): server/warmup.py compiles the kernels for exactly these array types. Enum fields use
 api.md's defaults for UNSPECIFIED and reject numbers the proto does not define.
 """
 
