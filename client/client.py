@@ -70,7 +70,7 @@ _CHANNEL_OPTIONS = (
     ("grpc.service_config", RETRY_SERVICE_CONFIG),
     # A Train stream may be quiet for a long time and has no deadline by default: ping every
     # 30 s while a call is open, so a server that vanished is noticed within 50 s. The server
-    # accepts pings every 10 s or more (service/server.py).
+    # accepts pings every 10 s or more (service/server/lifecycle.py).
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),

@@ -52,7 +52,7 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
     data_dir: str = "./jitnet-data"
-    workers: int = 1  # server processes on the port (workers.py); `auto`: one per core
+    workers: int = 1  # server processes on the port (server/workers.py); `auto`: one per core
     threads: int = 8  # threads serving calls, in each server process
     grace_seconds: float = 10.0  # on SIGTERM, how long calls in flight may take to finish
     limits: Limits = dataclasses.field(default_factory=Limits)

@@ -44,6 +44,17 @@ class GradientMode(enum.IntEnum):
     ARTICLE = kernels.ARTICLE  # f'(y) instead of f'(net): the article's arithmetic
 
 
+class Dtype(enum.IntEnum):
+    """The dtype of a network's parameters and arithmetic (the proto's Dtype numbers)."""
+
+    FLOAT64 = 1
+    FLOAT32 = 2
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(np.float64 if self is Dtype.FLOAT64 else np.float32)
+
+
 HIDDEN_ACTIVATIONS = (Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR)
 OUTPUT_ACTIVATIONS = (Activation.SIGMOID, Activation.LINEAR, Activation.SOFTMAX)
 
@@ -90,6 +101,7 @@ class Architecture:
     loss: Loss = Loss.MSE
     bias: bool = True
     gradient_mode: GradientMode = GradientMode.EXACT
+    dtype: Dtype = Dtype.FLOAT64
 
     def __post_init__(self):
         sizes = tuple(self.layer_sizes)
@@ -107,6 +119,9 @@ class Architecture:
         output = _enum_member(Activation, self.output_activation, "output_activation")
         loss = _enum_member(Loss, self.loss, "loss")
         mode = _enum_member(GradientMode, self.gradient_mode, "gradient_mode")
+        dtype = _enum_member(Dtype, self.dtype, "dtype")
+        if dtype is not Dtype.FLOAT64:  # until the kernels compile per dtype (issue 22)
+            raise InvalidArgument(f"dtype {dtype.name} is not served yet; use FLOAT64")
         if hidden not in HIDDEN_ACTIVATIONS:
             raise InvalidArgument(
                 f"hidden_activation {hidden.name} is for the output layer only; use SIGMOID, "
@@ -122,7 +137,8 @@ class Architecture:
                 f"not {output.name}; use LOSS_MSE for a {output.name} output"
             )
         for name, value in (("hidden_activation", hidden), ("output_activation", output),
-                            ("loss", loss), ("gradient_mode", mode), ("bias", bool(self.bias))):
+                            ("loss", loss), ("gradient_mode", mode), ("bias", bool(self.bias)),
+                            ("dtype", dtype)):
             object.__setattr__(self, name, value)
 
     @property

@@ -6,7 +6,7 @@ The network of a one-sample Predict takes about a microsecond; inside a busy ser
 or protobuf C call costs several (docs/benchmarks.md, "Serving"). So this path makes none: the
 request's bytes are copied into this thread's buffers for the model's current version, the
 kernel runs through its compiled entry point (bound once per buffer set, and again when the
-kernel room swaps in another tier: jit/), and the reply's bytes are written around the output
+kernel room swaps in another tier: engine/jit/), and the reply's bytes are written around the output
 buffer. What it cannot answer (another shape, an input that is not finite, a reply over
 the size limit, a big-endian host) it leaves to the general path, which answers or says what is
 wrong: the servicer calls `predict_reply` (`infer_reply`) first and goes on when it returns

@@ -15,13 +15,13 @@ Lifecycle:
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
-At start, after warm-up, the kernel room (jit/) is set up from the settings and
+At start, after warm-up, the kernel room (engine/jit/) is set up from the settings and
 loads the specialised kernels of stored models' architectures from its cache (or queues their
 compile): a restart is warm.
 
 The other rooms of the server: guard.py wraps every handler (malformed requests, health's own
-threads, the count of running calls), health.py is grpc.health.v1 with a drain, observability/
-has the metrics endpoint, the access log and traces (each off unless configured).
+threads, the count of running calls), protocols/health.py is grpc.health.v1 with a drain,
+observability/ has the metrics endpoint, the access log and traces (each off unless configured).
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
 
     ready = threading.Event()
     # Both protocols on one port, through the same guard, the same store and limits, and the
-    # same readiness: jitnet.v1 and the Open Inference Protocol (inference_servicer.py).
+    # same readiness: jitnet.v1 and the Open Inference Protocol (protocols/inference/).
     health_servicer = health.HealthServicer([SERVICE_NAME, INFERENCE_SERVICE_NAME])
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(store, lim, ready, observer or QUIET), guarded)

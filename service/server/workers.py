@@ -1,7 +1,8 @@
 """Several server processes on one port: `jitnet serve --workers N` (or `auto`, one per core).
 
 The parent serves nothing itself. It takes the port, starts N workers (each a whole server:
-`python -m jitnet.service.server.workers`, running server.run with the parent's settings), and then:
+`python -m jitnet.service.server.workers`, running lifecycle.serve with the parent's
+settings), and then:
 
   * a worker that exits is started again (after a pause that grows while it keeps failing);
     more than MAX_DEATHS deaths within DEATH_WINDOW_SECONDS means something is wrong with every
@@ -19,7 +20,7 @@ A single server keeps SO_REUSEPORT off, so that a second one on a taken port fai
 checks the same before it starts any worker, then keeps a socket bound to the port (not
 listening: it takes no connections) so that no other program takes it while a worker restarts.
 
-Each worker's health answers for that worker (health.py names its pid in the trailing
+Each worker's health answers for that worker (protocols/health.py names its pid in the trailing
 metadata), and its log lines carry its number. With --metrics-port P, worker i serves its own
 /metrics on port P + i (Prometheus scrapes each; docs/operations.md). With --web-port, the
 parent serves the playground page, whose API calls the shared port like any client.

@@ -1,5 +1,5 @@
-"""The one-sample Predict fast path (service/fastpath.py) on its own: the bytes it answers are
-the general path's, and what it cannot answer it leaves to the general path."""
+"""The one-sample Predict fast path (service/protocols/fastpath.py) on its own: the bytes it answers
+are the general path's, and what it cannot answer it leaves to the general path."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ BIG = 1 << 30
 def _record(sizes, version=1, seed=0, output=Activation.SOFTMAX) -> ModelRecord:
     arch = Architecture(tuple(sizes), output_activation=output)
     params = frozen(initial_parameters(arch, Init.HE, seed))
-    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params, frozen(np.zeros_like(params)))
+    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params)
 
 
 def _request(x, raw=True) -> pb.PredictRequest:

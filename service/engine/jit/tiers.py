@@ -5,7 +5,7 @@
     SpecialisedKernels (tier 1)   the architecture's own one-sample kernels (template.py);
                                   batches go to the generic kernels (template.py says why).
 
-What the engine calls (model.py, training.py, fastpath.py), the arrays as kernels.py describes:
+What model.py, training.py and protocols/fastpath.py call, the arrays as kernels.py describes:
 
     train_epochs(params, velocity, grad, work, inputs, targets, orders, batch_size,
                  learning_rate, momentum, target_loss, epoch_losses) -> epochs run
@@ -159,4 +159,4 @@ def _compiled(dispatcher, args: tuple) -> Callable[..., int]:
     return entry
 
 
-_ENTRIES: dict = {}  # argument kinds -> entry point (a handful: the types fastpath.py makes)
+_ENTRIES: dict = {}  # argument kinds -> entry point (a handful: protocols/fastpath.py's types)

@@ -3,7 +3,7 @@
 Tensors: exactly one of `values` or `raw` (little-endian float64) carries the data; a tensor with
 a zero dimension carries neither. Decoded arrays are native float64 and C-contiguous, fresh and
 writable, except where a caller that only reads asks for a read-only view of the raw bytes
-(Predict): warmup.py compiles the kernels for exactly these array types. Enum fields use
+(Predict): server/warmup.py compiles the kernels for exactly these array types. Enum fields use
 api.md's defaults for UNSPECIFIED and reject numbers the proto does not define.
 """
 
@@ -21,6 +21,7 @@ from jitnet.v1 import jitnet_pb2 as pb
 from ...engine.model import (
     Activation,
     Architecture,
+    Dtype,
     GradientCheck,
     GradientMode,
     Init,
@@ -136,7 +137,7 @@ def _enum_from_proto(value: int, proto_enum, kind, default, field: str):
 
 
 _PREFIX = {"Activation": "ACTIVATION_", "Loss": "LOSS_", "Init": "INIT_",
-           "GradientMode": "GRADIENT_MODE_"}
+           "GradientMode": "GRADIENT_MODE_", "Dtype": "DTYPE_"}
 
 
 def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") -> Architecture:
@@ -154,6 +155,7 @@ def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") 
         bias=arch.bias if arch.HasField("bias") else True,
         gradient_mode=_enum_from_proto(arch.gradient_mode, pb.GradientMode, GradientMode,
                             GradientMode.EXACT, f"{field}.gradient_mode"),
+        dtype=_enum_from_proto(arch.dtype, pb.Dtype, Dtype, Dtype.FLOAT64, f"{field}.dtype"),
     )
 
 
@@ -169,7 +171,29 @@ def architecture_to_proto(arch: Architecture) -> pb.Architecture:
         loss=pb.Loss.Value("LOSS_" + arch.loss.name),
         bias=arch.bias,
         gradient_mode=pb.GradientMode.Value("GRADIENT_MODE_" + arch.gradient_mode.name),
+        # float64 is the unset default, so float64 models answer as they did before dtypes
+        dtype=pb.DTYPE_UNSPECIFIED if arch.dtype == Dtype.FLOAT64 else pb.DTYPE_FLOAT32,
     )
+
+
+# A model's metadata (CreateModelRequest.metadata): bounded, so that a model's stored form and
+# every GetModel reply stay small whatever a client sends.
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_ENTRY_BYTES = 4096
+
+
+def metadata_from_proto(metadata, field: str = "metadata") -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgument(f"{field} has {len(metadata)} entries; at most "
+                              f"{MAX_METADATA_ENTRIES} are kept with a model")
+    for key, value in metadata.items():
+        if not key:
+            raise InvalidArgument(f"{field} has an empty key; name every entry")
+        size = len(key.encode()) + len(value.encode())
+        if size > MAX_METADATA_ENTRY_BYTES:
+            raise InvalidArgument(f"{field}[{key[:40]!r}] is {size} bytes with its key; at most "
+                                  f"{MAX_METADATA_ENTRY_BYTES} per entry")
+    return dict(metadata)
 
 
 def init_from_proto(value: int) -> Init:
@@ -216,6 +240,9 @@ def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> 
         create_time=timestamp(record.create_time_ns),
         update_time=timestamp(record.update_time_ns),
         parameter_count=record.arch.n_params,
+        optimizer=(pb.OPTIMIZER_UNSPECIFIED if record.optimizer.optimizer is None
+                   else pb.Optimizer.Value("OPTIMIZER_" + record.optimizer.optimizer.name)),
+        metadata=record.metadata,
     )
     if include_weights:
         model.layers.extend(layer_to_proto(w, b, raw) for w, b in record.network.layers())

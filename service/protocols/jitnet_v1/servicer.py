@@ -12,6 +12,7 @@ from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from ...config import Limits
 from ...engine import training
 from ...engine.model import Network
+from ...engine.optimizers import OptimizerState
 from ...events import QUIET, Events
 from ...store import ModelStore, new_id, validate_id
 from .. import fastpath, limits, prediction
@@ -48,7 +49,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             net = Network.from_layers(arch, convert.layers_from_proto(request.layers))
         else:
             net = Network.initialise(arch, init, request.seed)
-        record = self._store.create(model_id, arch, net.params)
+        metadata = convert.metadata_from_proto(request.metadata)
+        record = self._store.create(model_id, arch, net.params, metadata)
         # The reply carries the weights, in the form the request's layers used, unless they
         # would not fit in one message: the model exists either way.
         raw = any(layer.weights.raw for layer in request.layers)
@@ -102,7 +104,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
                                            velocity=start.velocity, should_stop=should_stop,
                                            events=self._events):
                 # Commit before telling anyone: the version in the message is durable.
-                record = lease.commit(progress.params, progress.velocity, last_loss=progress.loss,
+                record = lease.commit(progress.params, OptimizerState.sgd(progress.velocity),
+                                      last_loss=progress.loss,
                                       epochs_trained=start.epochs_trained + progress.epoch,
                                       iterations=start.iterations + progress.iterations)
                 yield convert.train_response(progress, record.version)
@@ -119,7 +122,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         with self._store.lease(request.model_id) as lease:
             limits.check_step_reply(self._limits, lease.record.arch, lease.record.id)
             result = lease.record.network.step(inputs, target, request.learning_rate)
-            record = lease.commit(result.params, lease.record.velocity, last_loss=result.loss,
+            # One plain gradient step: the optimizer's state stays as it was.
+            record = lease.commit(result.params, lease.record.optimizer, last_loss=result.loss,
                                   iterations=lease.record.iterations + 1)
         return convert.step_response(result, record.version)
 
