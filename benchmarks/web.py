@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -77,13 +74,7 @@ class Server:
         return f"http://127.0.0.1:{self.web_port}/"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        common.stop_process(self.proc)
 
 
 def prepare(server: Server) -> bytes:
@@ -103,7 +94,7 @@ def page_round(context, server: Server, request: bytes, args) -> dict:
     """The load client's figures while a tab of the page trains; the page's pace beside."""
     playground = browser.Playground(context)
     try:
-        playground.open(server.url)
+        loaded_ms = playground.open(server.url)
         playground.page.fill("#epochs", "10000000")
         playground.page.fill("#target-loss", "0")
         playground.page.select_option("#speed", args.speed)
@@ -120,6 +111,7 @@ def page_round(context, server: Server, request: bytes, args) -> dict:
         result["page_epochs_per_s"] = (epochs1 - epochs0) / seconds
         result["page_frames_per_s"] = (draws1 - draws0) / seconds
         result["page_problems"] = len(playground.problems)
+        result["page_first_network_ms"] = loaded_ms
         if playground.state() != "training":
             raise RuntimeError(f"the page stopped training: {playground.status()}")
     finally:
@@ -150,8 +142,9 @@ def measure(args) -> dict:
         finally:
             server.stop()
     for kind, rs in runs.items():
-        keys = ["qps", "p50_ms", "p99_ms"] + (["page_epochs_per_s", "page_frames_per_s"]
-                                              if kind == "page" else [])
+        keys = ["qps", "p50_ms", "p99_ms"] + (
+            ["page_epochs_per_s", "page_frames_per_s", "page_first_network_ms"]
+            if kind == "page" else [])
         results[kind] = {key: statistics.median(r[key] for r in rs) for key in keys}
         results[kind]["errors"] = sum(r["errors"] for r in rs)
         results[kind]["qps_rounds"] = [r["qps"] for r in rs]
@@ -177,7 +170,9 @@ def report(results: dict, quick: bool) -> str:
         f"{results['seconds']:g} s each way, alternating; medians. The page trained the "
         f"demo's XOR 2-4-1 at {page['page_epochs_per_s']:,.0f} epochs a second and "
         f"redrew its network and surface {page['page_frames_per_s']:.1f} times a second; "
-        f"{page['problems']} console errors. Load average {results['load_average'][0]:.1f} at "
+        f"{page['problems']} console errors. Page load to the first drawn network (a "
+        f"fresh tab, the server warm): {page['page_first_network_ms']:.0f} ms (target 1 s). "
+        f"Load average {results['load_average'][0]:.1f} at "
         f"the start, {results['load_average'][1]:.1f} at the end (this run's own processes "
         "count).", 96)
     return textwrap.dedent(f"""\
@@ -198,28 +193,12 @@ def report(results: dict, quick: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two short rounds each way")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--speed", default="500", choices=("50", "500", "5000", "max"),
                         help="the page's speed setting while it trains (epochs a second)")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seconds = 2, 2.0
-    load_before = os.getloadavg()[0]
-    results = measure(args)
-    results["load_average"] = (load_before, os.getloadavg()[0])
-    text = report(results, args.quick)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    if not args.no_write:
-        common.write_section(text, SECTION, DOC)
-        print(f"written to {DOC.relative_to(ROOT)}")
+    args = workers.parse_load_arguments(parser, argv)
+    results = common.measured(lambda: measure(args))
+    common.publish(report(results, args.quick), results, args.json, not args.no_write, SECTION,
+                   DOC)
     return 0
 
 

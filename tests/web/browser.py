@@ -31,7 +31,10 @@ TARGET_LOSS = 0.001  # the demo's (and the README's) XOR target
 @contextlib.contextmanager
 def browser(profile: Path):
     """A Chromium context with the fresh profile `profile`; closed (by Playwright, which
-    started it, by its pid) at the end."""
+    started it, by its pid) at the end. Debian's chromium must be there: the browser tests
+    fail without it rather than skip (scripts/test installs it; Playwright never downloads)."""
+    assert Path(CHROMIUM).exists(), (f"no {CHROMIUM}: apt-get install chromium "
+                                     "(bash scripts/test does)")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, args=ARGS, viewport=VIEWPORT,
