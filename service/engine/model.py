@@ -179,8 +179,9 @@ class Architecture:
         return kinds
 
     def work_buffers(self, rows: int) -> np.ndarray:
-        """Scratch for `rows` samples at once: nets, outputs, errors, deltas and targets."""
-        return np.zeros((5, rows * self.n_units), dtype=np.float64)
+        """Scratch for `rows` samples at once: nets, outputs, errors, deltas, targets, and the
+        rows' shares of a batch (sample weights; kernels.py's `s`)."""
+        return np.zeros((6, rows * self.n_units), dtype=self.dtype.numpy)
 
     def describe(self) -> str:
         sizes = "-".join(map(str, self.layer_sizes))
@@ -412,7 +413,7 @@ class Network:
         params = self.params.copy()
         grad, velocity = np.zeros_like(params), np.zeros_like(params)
         work = arch.work_buffers(1)
-        z, a, e, d, _ = work
+        z, a, e, d = work[:4]
         loss = jit.kernels_for(arch).step(params, velocity, grad, work, x, t, rate)
         if not np.isfinite(params).all():
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
@@ -437,10 +438,10 @@ class Network:
         x, t = self._one_sample(sample_input, target)
         params = self.params.copy()  # the finite differences move one parameter at a time
         analytic, velocity = np.zeros_like(params), np.zeros_like(params)
-        z, a, e, d, t_buf = arch.work_buffers(1)
+        z, a, e, d, t_buf, s = arch.work_buffers(1)
         # Learning rate 0: forward, loss and backward into `analytic`, no update. It also
         # leaves the sample in a and t_buf, where finite_differences reads it.
-        loss = kernels.iteration(params, velocity, analytic, z, a, e, d, t_buf, arch.layout,
+        loss = kernels.iteration(params, velocity, analytic, z, a, e, d, t_buf, s, arch.layout,
                                  arch.kinds, x, t, NO_ORDER, 0, 0, 1, 0.0, 0.0)
         if not np.isfinite(loss):
             raise InvalidArgument(f"the loss of this sample is {loss} at the model's weights; "

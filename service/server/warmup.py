@@ -12,7 +12,8 @@ the one-sample fast paths (protocols/fastpath.py, both protocols), the Open Infe
 decoding (protocols/inference/convert.py, FP64 and FP32, raw and typed), `record.network.step`,
 `.check_gradients` and `training.train`; tensors decoded by protocols/jitnet_v1/convert.py
 (whichever wire form; Predict's as read-only views); the repeated fields of Step and CheckGradients;
-Train with and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths;
+Train with and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths,
+with Adam and AdamW, sample weights and validation rows;
 Predict with row counts going up and down. Nothing here touches disk.
 tests/server/test_warmup.py checks that no call compiles anything after it.
 
@@ -34,6 +35,7 @@ from jitnet.v1 import jitnet_pb2 as pb
 from ..config import Limits
 from ..engine import training
 from ..engine.model import Activation, Architecture, GradientMode, Init, initial_parameters
+from ..engine.optimizers import Optimizer
 from ..protocols import fastpath, prediction
 from ..protocols.inference import convert as inference_convert
 from ..protocols.jitnet_v1 import convert
@@ -102,7 +104,17 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
                                      (32, False, 0.5)):
         options = training.TrainOptions(epochs=2, learning_rate=0.01, batch_size=batch,
                                         momentum=momentum, shuffle=shuffle, seed=1)
-        for _ in training.train(record.network, x, t, options, velocity=record.velocity):
+        for _ in training.train(record.network, x, t, options, state=record.optimizer):
+            pass
+    # The batch path's other optimizers, sample weights and validation (one epoch at a time,
+    # evaluate_rows), as a Train decodes them.
+    weights = convert.vector(rng.random(40).tolist())
+    for batch, optimizer in ((1, Optimizer.ADAM), (32, Optimizer.ADAMW)):
+        options = training.TrainOptions(epochs=2, learning_rate=0.01, batch_size=batch,
+                                        optimizer=optimizer, weight_decay=0.01,
+                                        validation_fraction=0.25, shuffle=True, seed=1)
+        for _ in training.train(record.network, x, t, options, state=record.optimizer,
+                                sample_weights=weights):
             pass
 
 

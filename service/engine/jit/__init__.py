@@ -2,7 +2,7 @@
 
     from jitnet.service.engine import jit
     kernels = jit.kernels_for(arch)        # never waits: tier 1 when loaded, else tier 0
-    kernels.train_epochs(...)              # the calls tiers.py lists, the same in both tiers
+    kernels.batch_epochs(...)              # the calls tiers.py lists, the same in both tiers
 
 Tier 0 is kernels.py, generic in the number and sizes of layers and ready at once. Tier 1 is an
 architecture's own kernels, generated from kernels.py's building blocks with its sizes,

@@ -28,7 +28,9 @@ from ...engine.model import (
     Loss,
     StepResult,
 )
-from ...engine.training import Progress, TrainOptions
+from ...engine.optimizers import Optimizer
+from ...engine.schedules import Kind, Schedule
+from ...engine.training import EarlyStopping, Monitor, Progress, TrainOptions
 from ...errors import InvalidArgument
 from ...store import validate_id
 
@@ -137,7 +139,8 @@ def _enum_from_proto(value: int, proto_enum, kind, default, field: str):
 
 
 _PREFIX = {"Activation": "ACTIVATION_", "Loss": "LOSS_", "Init": "INIT_",
-           "GradientMode": "GRADIENT_MODE_", "Dtype": "DTYPE_"}
+           "GradientMode": "GRADIENT_MODE_", "Dtype": "DTYPE_", "Optimizer": "OPTIMIZER_",
+           "Kind": "KIND_", "Monitor": "MONITOR_"}
 
 
 def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") -> Architecture:
@@ -252,7 +255,14 @@ def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> 
 # -- Train, Step and CheckGradients -------------------------------------------------------------
 
 
+def _optional(message, field: str) -> float | None:
+    return getattr(message, field) if message.HasField(field) else None
+
+
 def train_options(request: pb.TrainRequest) -> TrainOptions:
+    """The options of a Train; the engine checks them (naming each field)."""
+    schedule = request.schedule
+    stopping = request.early_stopping
     return TrainOptions(
         epochs=int(request.epochs),
         learning_rate=float(request.learning_rate),
@@ -262,18 +272,67 @@ def train_options(request: pb.TrainRequest) -> TrainOptions:
         seed=int(request.seed),
         target_loss=float(request.target_loss),
         report_every=int(request.report_every),
+        optimizer=_enum_from_proto(request.optimizer, pb.Optimizer, Optimizer, Optimizer.SGD,
+                                   "optimizer"),
+        beta1=_optional(request, "beta1"),
+        beta2=_optional(request, "beta2"),
+        epsilon=_optional(request, "epsilon"),
+        weight_decay=float(request.weight_decay),
+        nesterov=bool(request.nesterov),
+        schedule=Schedule(
+            kind=_enum_from_proto(schedule.kind, pb.LearningRateSchedule.Kind, Kind,
+                                  Kind.CONSTANT, "schedule.kind"),
+            step_epochs=int(schedule.step_epochs), gamma=float(schedule.gamma),
+            patience=int(schedule.patience),
+            min_learning_rate=float(schedule.min_learning_rate)),
+        validation_fraction=float(request.validation_fraction),
+        early_stopping=EarlyStopping(
+            patience=int(stopping.patience), min_delta=float(stopping.min_delta),
+            restore_best=_optional(stopping, "restore_best"),
+            monitor=_enum_from_proto(stopping.monitor, pb.Monitor, Monitor, None,
+                                     "early_stopping.monitor")),
+        reset_optimizer=bool(request.reset_optimizer),
     )
 
 
+def sample_weights_from_proto(request: pb.TrainRequest) -> np.ndarray | None:
+    """TrainRequest.sample_weights as a [n] array, None when the request has none."""
+    if not request.HasField("sample_weights"):
+        return None
+    weights = to_array(request.sample_weights, "sample_weights")
+    return weights.reshape(-1) if weights.ndim == 2 and weights.shape[1] == 1 else weights
+
+
+def validation_from_proto(request: pb.TrainRequest) -> tuple[np.ndarray, np.ndarray] | None:
+    """(validation inputs, targets) when the request sends them, both or neither."""
+    given = [f for f in ("validation_inputs", "validation_targets") if request.HasField(f)]
+    if not given:
+        return None
+    if len(given) == 1:
+        missing = ({"validation_inputs", "validation_targets"} - set(given)).pop()
+        raise InvalidArgument(f"{given[0]} is set but {missing} is not; a validation set "
+                              "needs both")
+    return (to_array(request.validation_inputs, "validation_inputs"),
+            to_array(request.validation_targets, "validation_targets"))
+
+
 def train_response(progress: Progress, version: int) -> pb.TrainResponse:
-    return pb.TrainResponse(
+    response = pb.TrainResponse(
         epoch=progress.epoch,
         loss=progress.loss,
         iterations=progress.iterations,
         elapsed_seconds=progress.elapsed_seconds,
         model_version=version,
         done=progress.done,
+        learning_rate=progress.learning_rate,
+        best_epoch=progress.best_epoch,
+        stop_reason=0 if progress.stop_reason is None else int(progress.stop_reason),
     )
+    for field in ("validation_loss", "accuracy", "validation_accuracy"):
+        value = getattr(progress, field)
+        if value is not None:
+            setattr(response, field, value)
+    return response
 
 
 def step_response(result: StepResult, version: int) -> pb.StepResponse:

@@ -5,6 +5,9 @@ training, the prediction entry) and translates back; status.mapped turns errors 
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
+
+import numpy as np
 
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
@@ -12,7 +15,7 @@ from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from ...config import Limits
 from ...engine import training
 from ...engine.model import Network
-from ...engine.optimizers import OptimizerState
+from ...errors import InvalidArgument
 from ...events import QUIET, Events
 from ...store import ModelStore, new_id, validate_id
 from .. import fastpath, limits, prediction
@@ -23,6 +26,15 @@ from . import convert
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+
+
+class TrainData(NamedTuple):
+    """What a Train trains and validates on (decoded, not yet checked against the model)."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    sample_weights: np.ndarray | None
+    validation: tuple[np.ndarray, np.ndarray] | None
 
 
 class NetworkServicer(pb_grpc.NetworkServiceServicer):
@@ -92,23 +104,40 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self._check_ready()
         should_stop = stop_signal(context)
         validate_id(request.model_id)
-        rows = convert.rows_of(request.inputs)
-        limits.check_rows(self._limits, rows, "inputs")
-        limits.check_work(self._limits, request.epochs, rows)
         options = convert.train_options(request)
-        inputs = convert.to_array(request.inputs, "inputs")
-        targets = convert.to_array(request.targets, "targets")
+        data = self._train_data(request, options)
         with self._store.lease(request.model_id) as lease:
             start = lease.record
-            for progress in training.train(start.network, inputs, targets, options,
-                                           velocity=start.velocity, should_stop=should_stop,
-                                           events=self._events):
+            for progress in training.train(start.network, data.inputs, data.targets, options,
+                                           state=start.optimizer, should_stop=should_stop,
+                                           events=self._events,
+                                           sample_weights=data.sample_weights,
+                                           validation=data.validation):
                 # Commit before telling anyone: the version in the message is durable.
-                record = lease.commit(progress.params, OptimizerState.sgd(progress.velocity),
-                                      last_loss=progress.loss,
+                record = lease.commit(progress.params, progress.optimizer,
+                                      last_loss=progress.params_loss,
                                       epochs_trained=start.epochs_trained + progress.epoch,
                                       iterations=start.iterations + progress.iterations)
                 yield convert.train_response(progress, record.version)
+
+    def _train_data(self, request, options) -> TrainData:
+        """The arrays a Train trains and validates on, within the limits: the one place that
+        knows where they come from (the request's tensors; stored data sets are not served
+        yet)."""
+        for field in ("dataset_id", "validation_dataset_id"):
+            if getattr(request, field):
+                raise InvalidArgument(f"{field} is set, but this server keeps no data sets yet; "
+                                      "send inputs and targets (and validation_inputs and "
+                                      "validation_targets) in the request")
+        rows = convert.rows_of(request.inputs)
+        limits.check_rows(self._limits, rows, "inputs")
+        validation_rows = convert.rows_of(request.validation_inputs)
+        limits.check_rows(self._limits, validation_rows, "validation_inputs")
+        limits.check_work(self._limits, options.epochs, rows + validation_rows)
+        return TrainData(convert.to_array(request.inputs, "inputs"),
+                         convert.to_array(request.targets, "targets"),
+                         convert.sample_weights_from_proto(request),
+                         convert.validation_from_proto(request))
 
     @mapped
     def Step(self, request, context):
