@@ -361,15 +361,14 @@ def _run_in(serve, workdir, env, venvs, procs, results, args) -> dict:
                                          for _ in range(100)],
                                 lambda: jitnet.proc.poll() is None)
         for rows in ROWS:
-            canned[len(requests[rows]["v2"])] = channel.unary_unary(MODEL_INFER)(
+            canned[requests[rows]["v2"]] = channel.unary_unary(MODEL_INFER)(
                 requests[rows]["v2"], timeout=30)
     import pickle
 
     (workdir / "canned.pickle").write_bytes(pickle.dumps(canned))
     limits = Limits()
     echo, echo_port = serve.start_echo(env, workdir, 8, workdir / "canned.pickle",
-                                       limits.max_concurrent_calls, limits.max_message_bytes,
-                                       method=MODEL_INFER)
+                                       limits.max_concurrent_calls, limits.max_message_bytes)
     procs.append(echo)
     serve._wait_port(echo_port, echo.proc)
 

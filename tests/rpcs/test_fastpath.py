@@ -1,5 +1,6 @@
-"""The one-sample Predict fast path (service/protocols/fastpath.py) on its own: the bytes it answers
-are the general path's, and what it cannot answer it leaves to the general path."""
+"""The one-sample Predict fast path (service/protocols/fastpath.py) on its own: the bytes it
+answers are the general path's, in raw and values form, and what it cannot answer it leaves to
+the general path. tests/fastpath has the packed-values forms as clients encode them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import numba
 import numpy as np
 import pytest
 
+from jitnet.service.config import Limits
 from jitnet.service.engine import kernels
 from jitnet.service.engine.model import Activation, Architecture, Init, initial_parameters
 from jitnet.service.errors import NotFound
-from jitnet.service.protocols import fastpath
+from jitnet.service.protocols import fastpath, prediction
+from jitnet.service.protocols.jitnet_v1 import convert
 from jitnet.service.store import ModelRecord, frozen
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import tensor
@@ -30,29 +33,42 @@ def _request(x, raw=True) -> pb.PredictRequest:
     return pb.PredictRequest(model_id="m", inputs=tensor(np.atleast_2d(x), raw))
 
 
+def general(record, request) -> bytes:
+    """What the servicer's general path sends for the same request (its steps, in its order)."""
+    tensor = request.inputs
+    raw = tensor.raw
+    result = prediction.predict(lambda _id, _min: record, Limits(), request.model_id,
+                                convert.rows_of(tensor),
+                                lambda: convert.to_array(tensor, "inputs", raw, read_only=True))
+    reply = pb.PredictResponse(model_version=result.version)
+    convert.write_array(reply.outputs, result.outputs, bool(raw))
+    return reply.SerializeToString()
+
+
 def _general(record, x) -> bytes:
-    """What the general path sends for the same request."""
-    outputs = record.network.predict(np.asarray(x, dtype=np.float64))
-    return pb.PredictResponse(model_version=record.version, outputs=pb.Tensor(
-        shape=outputs.shape, raw=outputs.astype("<f8").tobytes())).SerializeToString()
+    return general(record, _request(x))
 
 
 @pytest.mark.parametrize("sizes", [(2, 4, 1), (64, 64, 10), (3, 5, 7, 2)])
-def test_answers_the_general_paths_bytes(sizes):
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "values"])
+def test_answers_the_general_paths_bytes(sizes, raw):
     record = _record(sizes)
     rng = np.random.default_rng(1)
     for _ in range(3):
-        x = rng.standard_normal(sizes[0])
-        assert fastpath.predict_reply(lambda _: record, _request(x), BIG) == _general(record, x)
+        request = _request(rng.standard_normal(sizes[0]), raw)
+        reply = fastpath.predict_reply(lambda _: record, request, BIG)
+        assert reply is not None
+        assert reply == general(record, request)
 
 
 @pytest.mark.parametrize("columns", [1, 2, 10, 15, 16, 127, 128, 300, 20_000])
 @pytest.mark.parametrize("version", [0, 1, 127, 128, 300, 2**35 + 3, 2**64 - 1])
-def test_reply_frame_is_what_protobuf_encodes(columns, version):
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "values"])
+def test_reply_frame_is_what_protobuf_encodes(columns, version, raw):
     outputs = np.random.default_rng(columns).standard_normal((1, columns))
-    expected = pb.PredictResponse(model_version=version, outputs=pb.Tensor(
-        shape=[1, columns], raw=outputs.astype("<f8").tobytes()))
-    prefix, suffix = fastpath._reply_frame(columns, version)
+    expected = pb.PredictResponse(model_version=version, outputs=tensor(outputs, raw))
+    field = fastpath._TENSOR_RAW if raw else fastpath._TENSOR_VALUES
+    prefix, suffix = fastpath._reply_frame(columns, version, field, 8 * columns)
     encoded = prefix + outputs.astype("<f8").tobytes() + suffix
     assert encoded == expected.SerializeToString()
     assert pb.PredictResponse.FromString(encoded) == expected
@@ -63,9 +79,19 @@ def test_reply_frame_is_what_protobuf_encodes(columns, version):
     (_request(np.zeros((2, 3))), "two samples"),
     (_request([0.0, np.nan, 1.0]), "not finite"),
     (_request([np.inf, 0.0, 1.0]), "not finite"),
-    (_request([0.0, 1.0, 2.0], raw=False), "the values form"),
+    (_request([[0.0, np.nan, 1.0]], raw=False), "not finite, values"),
     (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], raw=b"\0" * 16)), "bytes"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], values=[0.0] * 2)),
+     "too few values"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], values=[0.0] * 4)),
+     "too many values"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], values=[1.0] * 3,
+                                                      raw=b"\0" * 24)), "both forms"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[1, 3], raw=b"\0" * 24,
+                                                      dtype=pb.DTYPE_FLOAT32)), "float32 raw"),
     (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[3], raw=b"\0" * 24)), "1-D"),
+    (pb.PredictRequest(model_id="m", inputs=pb.Tensor(shape=[3], values=[0.0] * 3)),
+     "1-D values"),
 ])
 def test_leaves_what_it_cannot_answer_to_the_general_path(request_, why):
     record = _record((3, 4, 2))
@@ -80,12 +106,17 @@ def test_a_reply_over_the_size_limit_goes_to_the_general_path():
     assert fastpath.predict_reply(lambda _: record, _request(np.ones(3)), size - 1) is None
 
 
-def test_an_unknown_model_is_the_stores_error():
+def test_an_unknown_model_is_left_to_the_general_path():
+    """Which checks the request first: a malformed request for an unknown model is
+    INVALID_ARGUMENT there, a well-formed one NOT_FOUND (tests/fastpath, through a server)."""
+    asked = []
+
     def get(model_id):
+        asked.append(model_id)
         raise NotFound(f"model '{model_id}' not found")
 
-    with pytest.raises(NotFound):
-        fastpath.predict_reply(get, _request([1.0, 2.0]), BIG)
+    assert fastpath.predict_reply(get, _request([1.0, 2.0]), BIG) is None
+    assert asked == ["m"]
 
 
 def test_a_new_version_is_answered_by_its_own_weights():

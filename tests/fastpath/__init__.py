@@ -1,0 +1,1 @@
+"""The fast path for packed numbers: the encodings clients send, and malformed ones."""
