@@ -55,7 +55,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from jitnet.v1 import jitnet_pb2 as pb
 
@@ -353,6 +353,8 @@ class JitnetClassifier(ClassifierMixin, _JitnetMLP):
     def fit(self, X, y):
         X, y = validate_data(self, X, y, multi_output=True, dtype=np.float64,
                              y_numeric=False)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column of labels: MLPClassifier's warning
+            y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         binarizer = LabelBinarizer().fit(y)
         if len(binarizer.classes_) < 2:
