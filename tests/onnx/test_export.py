@@ -112,3 +112,16 @@ def test_model_without_weights_is_refused_before_any_file(client, model_id):
     client.create_model([2, 3, 1], model_id=model_id)
     with pytest.raises(ValueError, match="include_weights=True"):
         jitnet_onnx.to_onnx(client.get_model(model_id))
+
+
+def test_without_onnx_the_message_says_what_to_install(monkeypatch, client, model_id):
+    import sys
+
+    from jitnet.client.draw import MissingDependency
+
+    client.create_model([2, 3, 1], model_id=model_id)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    with pytest.raises(MissingDependency, match=r"pip install 'jitnet\[onnx\]'"):
+        client.export_onnx(model_id)
+    with pytest.raises(MissingDependency, match="onnx"):
+        client.import_onnx(b"", model_id + "-x")
