@@ -532,21 +532,18 @@ class _GraphReader:
         return p
 
     def _int_attribute(self, node, name: str, default: int) -> int:
-        for a in node.attribute:
-            if a.name == name:
-                if a.type != self.onnx.AttributeProto.INT:
-                    raise UnsupportedModel(f"{self.label(node)}: attribute {name} is not an "
-                                           "integer")
-                return int(a.i)
-        return default
+        return int(self._attribute(node, name, default, "INT", "an integer"))
 
     def _float_attribute(self, node, name: str, default: float) -> float:
+        return float(self._attribute(node, name, default, "FLOAT", "a number"))
+
+    def _attribute(self, node, name: str, default, kind: str, what: str):
+        """The node's attribute `name` of type `kind` (INT, FLOAT), or `default`."""
         for a in node.attribute:
             if a.name == name:
-                if a.type != self.onnx.AttributeProto.FLOAT:
-                    raise UnsupportedModel(f"{self.label(node)}: attribute {name} is not a "
-                                           "number")
-                return float(a.f)
+                if a.type != getattr(self.onnx.AttributeProto, kind):
+                    raise UnsupportedModel(f"{self.label(node)}: attribute {name} is not {what}")
+                return a.i if kind == "INT" else a.f
         return default
 
     def _constant_input(self, node, position: int, what: str) -> str:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from jitnet.client import cli
 from jitnet.client import onnx as jitnet_onnx
 
 from .conftest import onnx, run_onnxruntime
@@ -76,12 +75,8 @@ def test_triton_name_and_batch_are_checked(client, model_id, tmp_path):
 
 
 @pytest.fixture
-def run(address, capsys):
-    def run(*argv):
-        code = cli.main([*argv, "--target", address])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+def run(cli_run):
+    return cli_run
 
 
 def test_cli_export_import(run, client, model_id, tmp_path, rows):
