@@ -218,6 +218,7 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
                    help="stop once an epoch's mean loss is at or below this (default 0: never)")
     p.add_argument("--report-every", type=int, default=0,
                    help="epochs between progress reports (default 0: about once a second)")
+    _training_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", metavar="FILE",
                    help="plot the loss per reported epoch and, for two inputs, the decision "
@@ -414,6 +415,65 @@ def _picture_path(path: str, require) -> None:
     require(kind)
 
 
+def _training_flags(p) -> None:
+    """The optimizer, schedule, validation, early stopping and weights of `jitnet train`
+    (docs/training.md); the server checks the values."""
+    g = p.add_argument_group("optimizer and schedule")
+    g.add_argument("--optimizer", choices=enum_short_names("optimizer"), default="sgd")
+    g.add_argument("--beta1", type=float, help="adam, adamw (default 0.9)")
+    g.add_argument("--beta2", type=float, help="adam, adamw (default 0.999)")
+    g.add_argument("--epsilon", type=float, help="adam, adamw (default 1e-8)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="on weights, never biases")
+    g.add_argument("--nesterov", action="store_true", help="sgd with --momentum above 0")
+    g.add_argument("--reset-optimizer", action="store_true",
+                   help="start the optimizer's stored state afresh")
+    g.add_argument("--schedule", choices=enum_short_names("schedule"),
+                   help="learning-rate schedule (default constant)")
+    g.add_argument("--step-epochs", type=int, default=0, help="step: epochs between cuts")
+    g.add_argument("--gamma", type=float, default=0.0, help="step, plateau: the factor")
+    g.add_argument("--plateau-patience", type=int, default=0, help="plateau (default 10)")
+    g.add_argument("--min-learning-rate", type=float, default=0.0, help="cosine, plateau")
+    g = p.add_argument_group("validation and early stopping")
+    g.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="hold out this share of the rows (seeded by --seed, stratified)")
+    g.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement (default 0: off)")
+    g.add_argument("--min-delta", type=float, default=0.0)
+    g.add_argument("--monitor", choices=enum_short_names("monitor"))
+    g.add_argument("--no-restore-best", action="store_true",
+                   help="keep the last epoch's weights, not the best")
+    g = p.add_argument_group("sample weights")
+    g.add_argument("--sample-weights", metavar="FILE", help="one weight per row (.npy or .csv)")
+    g.add_argument("--class-weights", choices=["balanced"],
+                   help="weigh each class by n / (classes x its count)")
+
+
+def _training_options(args) -> dict:
+    """Client.train's keywords from _training_flags."""
+    schedule = None
+    if args.schedule:
+        schedule = {"kind": args.schedule}
+        for field, value in (("step_epochs", args.step_epochs), ("gamma", args.gamma),
+                             ("patience", args.plateau_patience),
+                             ("min_learning_rate", args.min_learning_rate)):
+            if value:
+                schedule[field] = value
+    early_stopping = None
+    if args.early_stopping:
+        early_stopping = {"patience": args.early_stopping, "min_delta": args.min_delta}
+        if args.monitor:
+            early_stopping["monitor"] = args.monitor
+        if args.no_restore_best:
+            early_stopping["restore_best"] = False
+    sample_weights = (datasets.load_array(args.sample_weights) if args.sample_weights
+                      else None)
+    return dict(optimizer=args.optimizer, beta1=args.beta1, beta2=args.beta2,
+                epsilon=args.epsilon, weight_decay=args.weight_decay, nesterov=args.nesterov,
+                reset_optimizer=args.reset_optimizer, schedule=schedule,
+                validation_fraction=args.validation_fraction, early_stopping=early_stopping,
+                sample_weights=sample_weights, class_weights=args.class_weights)
+
+
 def _cmd_train(args) -> int:
     data = _load_data(args, targets_required=True)
     report_every = args.report_every
@@ -427,7 +487,8 @@ def _cmd_train(args) -> int:
                                    epochs=args.epochs, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, momentum=args.momentum,
                                    shuffle=args.shuffle, seed=args.seed,
-                                   target_loss=args.target_loss, report_every=report_every)
+                                   target_loss=args.target_loss, report_every=report_every,
+                                   **_training_options(args))
         print(trained_line(args.model, last, args.target_loss))
         if args.plot and history:
             plot.write_training_plot(

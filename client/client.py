@@ -280,13 +280,18 @@ class Client(_ClientBase):
     def train(self, model_id: str, inputs, targets, *, epochs: int, learning_rate: float,
               batch_size: int = 1, momentum: float = 0.0, shuffle: bool = False, seed: int = 0,
               target_loss: float = 0.0, report_every: int = 0,
-              timeout: float | None = None) -> Iterator[Progress]:
+              timeout: float | None = None, **options) -> Iterator[Progress]:
         """Trains on inputs [n, n_in] and targets [n, n_out]; yields Progress as the server
         commits. No deadline unless `timeout` is given; closing the generator cancels the call.
-        The call starts on the first next()."""
+        The call starts on the first next().
+
+        `options` (docs/training.md): optimizer ("sgd", "adam", "adamw"), beta1, beta2,
+        epsilon, weight_decay, nesterov, schedule, validation=(inputs, targets) or
+        validation_fraction, early_stopping, sample_weights, class_weights ("balanced"),
+        reset_optimizer; wire.train_options says what each takes."""
         request = wire.train_request(model_id, inputs, targets, epochs, learning_rate,
                                      batch_size, momentum, shuffle, seed, target_loss,
-                                     report_every, self.raw)
+                                     report_every, self.raw, **options)
         return self._train_stream(request, timeout)
 
     def _train_stream(self, request: pb.TrainRequest, timeout) -> Iterator[Progress]:
@@ -456,10 +461,11 @@ class AsyncClient(_ClientBase):
     def train(self, model_id: str, inputs, targets, *, epochs: int, learning_rate: float,
               batch_size: int = 1, momentum: float = 0.0, shuffle: bool = False, seed: int = 0,
               target_loss: float = 0.0, report_every: int = 0,
-              timeout: float | None = None) -> AsyncIterator[Progress]:
+              timeout: float | None = None, **options) -> AsyncIterator[Progress]:
+        """As Client.train, options included."""
         request = wire.train_request(model_id, inputs, targets, epochs, learning_rate,
                                      batch_size, momentum, shuffle, seed, target_loss,
-                                     report_every, self.raw)
+                                     report_every, self.raw, **options)
         return self._train_stream(request, timeout)
 
     async def _train_stream(self, request: pb.TrainRequest, timeout) -> AsyncIterator[Progress]:

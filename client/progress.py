@@ -28,8 +28,11 @@ class ProgressBar:
         share = min(1.0, p.epoch / self.total) if self.total else 1.0
         filled = int(round(share * self.width))
         bar = "#" * filled + "." * (self.width - filled)
+        extra = "".join(f"{name} {explain.fmt(value, 4)} " for name, value in (
+            ("val_loss", p.validation_loss), ("acc", p.accuracy),
+            ("val_acc", p.validation_accuracy)) if value is not None)
         return (f"epoch {p.epoch:>{len(str(self.total))}}/{self.total} [{bar}] "
-                f"loss {explain.fmt(p.loss, 4):<10} {p.elapsed_seconds:.1f} s")
+                f"loss {explain.fmt(p.loss, 4):<10} {extra}{p.elapsed_seconds:.1f} s")
 
     def update(self, p: Progress) -> None:
         if not self.enabled:
@@ -71,7 +74,17 @@ def trained_line(model_id: str, p: Progress | None, target_loss: float) -> str:
     """The one line `jitnet train` and the demo print at the end: how far it got and why."""
     if p is None:
         return f"model '{model_id}': no progress reported"
-    why = (f"reached the target loss {explain.fmt(target_loss)}"
-           if target_loss and p.loss <= target_loss else "all epochs done")
+    if p.stop_reason == "early_stopping":
+        why = f"stopped early: no improvement since epoch {p.best_epoch}"
+    elif p.stop_reason == "min_learning_rate":
+        why = "stopped: the PLATEAU schedule could lower the rate no further"
+    elif p.stop_reason == "target_loss" or (target_loss and p.loss <= target_loss):
+        why = f"reached the target loss {explain.fmt(target_loss)}"
+    else:
+        why = "all epochs done"
+    kept = f", kept epoch {p.best_epoch}'s weights" if p.best_epoch else ""
+    validation = ("" if p.validation_loss is None
+                  else f", validation loss {explain.fmt(p.validation_loss)}")
     return (f"trained '{model_id}': {p.epoch} epochs, {p.iterations} iterations, loss "
-            f"{explain.fmt(p.loss)} ({why}), version {p.version}, {p.elapsed_seconds:.3g} s")
+            f"{explain.fmt(p.loss)}{validation} ({why}{kept}), version {p.version}, "
+            f"{p.elapsed_seconds:.3g} s")

@@ -66,6 +66,13 @@ class Progress:
     elapsed_seconds: float
     version: int  # the model's committed version this progress belongs to
     done: bool  # the last message of the call
+    validation_loss: float | None = None  # when there is validation data
+    accuracy: float | None = None  # classifiers, on the training rows
+    validation_accuracy: float | None = None
+    learning_rate: float = 0.0  # in effect during the last epoch
+    best_epoch: int = 0  # with early stopping: the epoch whose weights are kept
+    stop_reason: str | None = None  # the last message: "epochs", "target_loss",
+    # "early_stopping" or "min_learning_rate"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -30,7 +30,10 @@ _ENUMS = {
     "init": (pb.Init, "INIT_", "xavier"),
     "gradient_mode": (pb.GradientMode, "GRADIENT_MODE_", "exact"),
     "dtype": (pb.Dtype, "DTYPE_", "float64"),
-    "optimizer": (pb.Optimizer, "OPTIMIZER_", "none"),  # Model.optimizer: none stored yet
+    "optimizer": (pb.Optimizer, "OPTIMIZER_", "sgd"),
+    "schedule": (pb.LearningRateSchedule.Kind, "KIND_", "constant"),
+    "monitor": (pb.Monitor, "MONITOR_", "auto"),
+    "stop_reason": (pb.StopReason, "STOP_REASON_", ""),
 }
 
 
@@ -191,16 +194,94 @@ def create_model_request(layer_sizes, hidden, output, loss, bias, gradient_mode,
 
 
 def train_request(model_id, inputs, targets, epochs, learning_rate, batch_size, momentum, shuffle,
-                  seed, target_loss, report_every, raw) -> pb.TrainRequest:
+                  seed, target_loss, report_every, raw, **options) -> pb.TrainRequest:
+    """A TrainRequest; `options` are Client.train's turn-3 keywords (train_options)."""
     x = _matrix(inputs, "inputs")
     t = _targets(targets, x.shape[0])
     if int(epochs) < 1:
         raise InvalidArgument(f"epochs is {epochs}; train for at least 1 epoch")
-    return pb.TrainRequest(
+    request = pb.TrainRequest(
         model_id=model_id, inputs=to_tensor(x, raw=raw), targets=to_tensor(t, raw=raw),
         epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size),
         momentum=float(momentum), shuffle=bool(shuffle), seed=int(seed),
         target_loss=float(target_loss), report_every=int(report_every))
+    train_options(request, t, raw, **options)
+    return request
+
+
+def train_options(request: pb.TrainRequest, targets: np.ndarray, raw: bool, *,
+                  optimizer=None, beta1=None, beta2=None, epsilon=None, weight_decay=0.0,
+                  nesterov=False, schedule=None, validation=None, validation_fraction=0.0,
+                  early_stopping=None, sample_weights=None, class_weights=None,
+                  reset_optimizer=False) -> None:
+    """Fills the optimizer, schedule, validation, early stopping and weights of a Train.
+
+    schedule: a kind ("cosine") or a dict of LearningRateSchedule's fields with "kind"
+    ({"kind": "step", "step_epochs": 10, "gamma": 0.5}). early_stopping: the patience in
+    epochs, or a dict of EarlyStopping's fields ({"patience": 10, "monitor":
+    "validation_accuracy", "restore_best": False}). validation: (inputs, targets).
+    class_weights: "balanced" (scikit-learn's n / (classes * count)) or {class: weight}, by the
+    targets' classes (argmax of a one-hot row, or a single output's side of 0.5); multiplied
+    into sample_weights when both are given. The server checks the values; this only shapes
+    them."""
+    request.optimizer = enum_number("optimizer", optimizer, "optimizer")
+    for field, value in (("beta1", beta1), ("beta2", beta2), ("epsilon", epsilon)):
+        if value is not None:
+            setattr(request, field, float(value))
+    request.weight_decay = float(weight_decay)
+    request.nesterov = bool(nesterov)
+    request.reset_optimizer = bool(reset_optimizer)
+    request.validation_fraction = float(validation_fraction)
+    if schedule is not None:
+        fields = dict(schedule) if isinstance(schedule, dict) else {"kind": schedule}
+        kind = enum_number("schedule", fields.pop("kind", None), "schedule.kind")
+        try:
+            request.schedule.CopyFrom(pb.LearningRateSchedule(kind=kind, **fields))
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument(f"schedule: {e}") from None
+    if early_stopping is not None:
+        fields = (dict(early_stopping) if isinstance(early_stopping, dict)
+                  else {"patience": early_stopping})
+        monitor = enum_number("monitor", fields.pop("monitor", None), "early_stopping.monitor")
+        try:
+            request.early_stopping.CopyFrom(pb.EarlyStopping(monitor=monitor, **fields))
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument(f"early_stopping: {e}") from None
+    if validation is not None:
+        try:
+            vx, vt = validation
+        except (TypeError, ValueError):
+            raise InvalidArgument("validation must be a pair (inputs, targets)") from None
+        vx = _matrix(vx, "validation inputs")
+        request.validation_inputs.CopyFrom(to_tensor(vx, raw=raw))
+        request.validation_targets.CopyFrom(to_tensor(_targets(vt, vx.shape[0]), raw=raw))
+    weights = None
+    if sample_weights is not None:
+        weights = _float_array(sample_weights, "sample_weights").reshape(-1)
+    if class_weights is not None:
+        per_row = _class_weights(targets, class_weights)
+        weights = per_row if weights is None else weights * per_row
+    if weights is not None:
+        request.sample_weights.CopyFrom(to_tensor(weights, raw=raw))
+
+
+def _class_weights(targets: np.ndarray, class_weights) -> np.ndarray:
+    """Each row's weight from its class: "balanced" or a {class: weight} mapping."""
+    classes = (np.argmax(targets, axis=1) if targets.shape[1] > 1
+               else (targets[:, 0] > 0.5).astype(np.int64))
+    if isinstance(class_weights, str):
+        if class_weights != "balanced":
+            raise InvalidArgument(f"class_weights {class_weights!r}: give 'balanced' or a "
+                                  "mapping of class to weight")
+        present, counts = np.unique(classes, return_counts=True)
+        table = dict(zip(present.tolist(), (len(classes) / (len(present) * counts)).tolist(),
+                         strict=True))
+    else:
+        table = {int(k): float(v) for k, v in dict(class_weights).items()}
+    missing = sorted(set(classes.tolist()) - set(table))
+    if missing:
+        raise InvalidArgument(f"class_weights has no weight for class {missing[0]}")
+    return np.array([table[c] for c in classes.tolist()], dtype=np.float64)
 
 
 def predict_request(model_id, inputs, raw) -> tuple[pb.PredictRequest, bool]:
@@ -281,8 +362,13 @@ def step_trace_from_proto(reply: pb.StepResponse, request: pb.StepRequest) -> St
 
 
 def progress_from_proto(msg: pb.TrainResponse, epochs: int) -> Progress:
+    def optional(field):
+        return getattr(msg, field) if msg.HasField(field) else None
     return Progress(msg.epoch, epochs, msg.loss, msg.iterations, msg.elapsed_seconds,
-                    msg.model_version, msg.done)
+                    msg.model_version, msg.done, optional("validation_loss"),
+                    optional("accuracy"), optional("validation_accuracy"), msg.learning_rate,
+                    msg.best_epoch,
+                    enum_short_name("stop_reason", msg.stop_reason) if msg.stop_reason else None)
 
 
 def gradient_check_from_proto(reply: pb.CheckGradientsResponse,

@@ -254,3 +254,18 @@ def test_the_client_and_predict_do_not_import_the_service_or_numba(address, clie
                             timeout=60, env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "clean"
+
+
+def test_train_with_adam_and_early_stopping_says_why_it_stopped(run, model_id):
+    code, _, err = run("create", "--id", model_id, "--layers", "4,8,3", "--hidden", "tanh",
+                       "--output", "softmax", "--loss", "cross-entropy")
+    assert code == 0, err
+    code, out, err = run("train", model_id, "--data", "iris", "--epochs", "2000",
+                         "--learning-rate", "0.01", "--batch-size", "16", "--optimizer", "adam",
+                         "--validation-fraction", "0.2", "--early-stopping", "3",
+                         "--min-delta", "0.01", "--class-weights", "balanced", "--no-progress")
+    assert code == 0, err
+    assert "stopped early: no improvement since epoch" in out and "kept epoch" in out, out
+    assert "validation loss" in out
+    epochs = int(out.split(f"trained '{model_id}': ")[1].split(" epochs")[0])
+    assert epochs < 2000
