@@ -127,3 +127,45 @@ def write_section(text: str, heading: str, path: Path = DOC) -> None:
                len(lines))
     tail = "".join(lines[end:])
     path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
+
+
+def stop_process(proc, grace: float = 30.0) -> None:
+    """SIGTERM to a server this benchmark started (by its pid), SIGKILL after `grace` s."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def add_output_arguments(parser) -> None:
+    """--no-write and --json, as every benchmark takes them (for `publish`)."""
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+
+
+def measured(measure: Callable[[], dict]) -> dict:
+    """measure()'s results with the load average before and after: this machine is shared."""
+    load_before = os.getloadavg()[0]
+    results = measure()
+    results["load_average"] = (load_before, os.getloadavg()[0])
+    return results
+
+
+def publish(text: str, results: dict, json_path: Path | None, write: bool, heading: str,
+            path: Path = DOC) -> None:
+    """A benchmark's end: the section printed, its numbers to `json_path` when given, and the
+    section rewritten in `path` unless `write` is false (--no-write)."""
+    import json  # here: nothing but the affinity is read on import (see above)
+
+    print(text)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2, default=float))
+    if write:
+        write_section(text, heading, path)
+        print(f"written to {path.relative_to(ROOT)}")

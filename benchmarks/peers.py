@@ -512,8 +512,8 @@ NOTES = """\
 Notes (2026-12-01, smoke runs on a shared machine; the integrator re-measures on a quiet one):
 
 - jitnet's V2 ModelInfer of one row runs the same fast path as a one-sample jitnet.v1 Predict
-  (service/fastpath.py), so the two are within run-to-run noise of each other; the V2 request
-  is a few bytes longer (the datatype and input name).
+  (service/protocols/fastpath.py), so the two are within run-to-run noise of each other; the V2
+  request is a few bytes longer (the datatype and input name).
 - Every peer's own cost is far above grpcio's: MLServer spends 1.5-3.7 ms of CPU per call
   (its default, one parallel inference worker, adds a process hop; in-process inference is its
   fastest setting here; adaptive batching did not pay off with 32 calls in flight on one core),

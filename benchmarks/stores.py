@@ -180,6 +180,7 @@ def measure_commit(stores: dict[str, str], args) -> dict:
     import numpy as np
 
     from jitnet.service.engine.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.optimizers import OptimizerState
     from jitnet.service.store import open_store
 
     out = {}
@@ -198,9 +199,9 @@ def measure_commit(stores: dict[str, str], args) -> dict:
                 for name in names:
                     with opened[name].lease(f"commit-{label}") as lease:
                         for k in range(args.commits_per_block):
-                            fresh, velocity = params + k, np.zeros_like(params)
+                            fresh, state = params + k, OptimizerState.sgd(np.zeros_like(params))
                             began = time.perf_counter()
-                            lease.commit(fresh, velocity, last_loss=1.0, iterations=k)
+                            lease.commit(fresh, state, last_loss=1.0, iterations=k)
                             times[name].append(time.perf_counter() - began)
             out[label] = {name: {"median_ms": 1e3 * statistics.median(t),
                                  "p90_ms": 1e3 * _percentile(t, 90), "commits": len(t)}
@@ -218,8 +219,8 @@ def measure_commit(stores: dict[str, str], args) -> dict:
 
 def writer_main(args) -> int:
     """Commits every `interval` s after a line on stdin; prints {version: commit return time}."""
-    import numpy as np
 
+    from jitnet.service.engine.optimizers import NO_STATE
     from jitnet.service.store import open_store
 
     store = open_store(args.store)
@@ -230,7 +231,7 @@ def writer_main(args) -> int:
     with store.lease(MODEL) as lease:
         params = lease.record.params
         for k in range(args.commits):
-            record = lease.commit(params + k + 1, np.zeros_like(params), last_loss=1.0)
+            record = lease.commit(params + k + 1, NO_STATE, last_loss=1.0)
             returned[record.version] = time.monotonic()
             time.sleep(args.interval)
     store.close()

@@ -505,7 +505,7 @@ def report(r: dict, quick: bool) -> str:
         {{table}}
 
         Tier 0 is kernels.py, generic in the layers; tier 1 an architecture's generated
-        one-sample kernels (service/jit/template.py). Batches run the generic kernels at both
+        one-sample kernels (service/engine/jit/template.py). Batches run the generic kernels at both
         tiers, so the digits row is the same code either way. The compile runs in a process of
         its own at the lowest priority (SCHED_IDLE); the server loads the result in
         milliseconds. On a machine whose cores are all taken (here the server's and the load

@@ -151,6 +151,21 @@ def prepare(server: Server, model: str, sizes) -> None:
             raise RuntimeError("not specialised in every worker:\n" + server.log()[-3000:])
 
 
+def parse_load_arguments(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """The load client's rounds, their length and its concurrency (--quick: two rounds of
+    2 s), and the output options, added to `parser` and parsed (web.py takes them too)."""
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--in-flight", type=int, default=32)
+    common.add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds = 2, 2.0
+    return args
+
+
 def run_client(port: int, request: bytes, channels: int, in_flight: int, seconds: float,
                warmup: float, server: Server | None = None) -> dict:
     """Runs the load client; with `server`, also that server's CPU seconds between the
@@ -319,29 +334,13 @@ def report(results: dict, quick: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round per server")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--spread", action="store_true",
                         help="worker k on core k, sharing the last core with the client "
                              "(default: every worker on core 0)")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seconds = 2, 2.0
-    load_before = os.getloadavg()[0]
-    results = measure(args)
-    results["load_average"] = (load_before, os.getloadavg()[0])
-    text = report(results, args.quick)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    if not args.no_write:
-        common.write_section(text, SECTION, DOC)
-        print(f"written to {DOC.relative_to(ROOT)}")
+    args = parse_load_arguments(parser, argv)
+    results = common.measured(lambda: measure(args))
+    common.publish(report(results, args.quick), results, args.json, not args.no_write, SECTION,
+                   DOC)
     return 0
 
 

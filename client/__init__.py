@@ -9,10 +9,13 @@ errors) and the `jitnet` command.
     explain.py   a Step's arithmetic written out as the article does; a gradient check's table
     draw.py      a Step drawn as SVG (step_svg), or PNG; plot.py the training plot (matplotlib)
     datasets.py  built-in data sets, CSV / .npy files, the article's network
+    onnx.py      ONNX export (and a Triton model repository) and import; interchange.py the
+                 NetworkSpec importers produce; sklearn.py fitted MLPs in, the estimators
 
 Importing any of it imports neither the service nor numba; only the `serve` and `demo`
 commands load the server when they run. matplotlib and cairosvg (`pip install 'jitnet[plot]'`)
-are imported only when a plot or a PNG drawing is made."""
+are imported only when a plot or a PNG drawing is made; onnx (`jitnet[onnx]`) only by ONNX
+export and import, scikit-learn (`jitnet[sklearn]`) only by client/sklearn.py."""
 
 from .client import (
     DEFAULT_TARGET,

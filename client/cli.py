@@ -1,6 +1,7 @@
 """`jitnet`: the command line.
 
     jitnet demo                                    # the article's step explained, then XOR
+    jitnet demo --web                              # the playground page, in your browser
     jitnet serve --port 50051 --data-dir ./models
     jitnet create --id xor --layers 2,4,1 --init uniform
     jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --target-loss 0.001
@@ -10,6 +11,8 @@
     jitnet step article --input 0,1 --expect 1 --check-gradients
     jitnet train xor --data xor --epochs 5000 --learning-rate 0.5 --plot train.svg
     jitnet models list | show ID [--weights] | delete ID
+    jitnet export digits digits.onnx [--triton-repo models/]   # ONNX; Triton's repository
+    jitnet import net.onnx --id net [--output NAME] [--loss mse]
     jitnet health                                  # exit 0 iff SERVING
 
 Connection flags go before or after the command: --target (JITNET_TARGET, default
@@ -25,8 +28,9 @@ else (`health` when the server answers but is not SERVING; an optional package a
 
 Only `serve` and `demo` import the server (and with it numba); every other command stays light.
 matplotlib (and cairosvg, for a .png drawing) are imported only by --plot, --draw FILE.png and
-the demo's training plot. This module holds the command table and the commands; the demo is in
-demo.py, the progress bar of train and demo in progress.py, pictures in draw.py and plot.py.
+the demo's training plot; onnx (`pip install 'jitnet[onnx]'`) only by export and import. This
+module holds the command table and the commands; the demo is in demo.py, the progress bar of
+train and demo in progress.py, pictures in draw.py and plot.py, ONNX in onnx.py.
 """
 
 from __future__ import annotations
@@ -168,6 +172,13 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
                         "(default: the current directory)")
     p.add_argument("--epochs", type=int, default=5000, help="most XOR epochs (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--web", action="store_true",
+                   help="instead: serve the playground page (a network learning in your "
+                        "browser) on 127.0.0.1 and print its address; Ctrl-C stops it")
+    p.add_argument("--web-port", type=int, default=0, metavar="PORT",
+                   help="the page's port with --web (default 0: a free one)")
+    p.add_argument("--seconds", type=_positive(float), metavar="SECONDS",
+                   help="with --web, stop after this long (default: at Ctrl-C)")
     p.set_defaults(func=demo.run)
 
     p = command("create", "create a model")
@@ -257,6 +268,25 @@ def build_parser(serve_flags: bool = False) -> argparse.ArgumentParser:
     _connection_flags(q, top=False)
     q.add_argument("model", help="model id")
     q.set_defaults(func=_cmd_models_delete)
+
+    p = command("export", "a model as an ONNX file, and/or a Triton model repository")
+    p.add_argument("model", help="model id")
+    p.add_argument("file", nargs="?", help="the .onnx file to write")
+    p.add_argument("--triton-repo", metavar="DIR",
+                   help="also write DIR/NAME/1/model.onnx and DIR/NAME/config.pbtxt")
+    p.add_argument("--name", help="the Triton model's name (default: the model id)")
+    p.add_argument("--max-batch-size", type=_positive(int), default=None, metavar="N",
+                   help="config.pbtxt's max_batch_size (default 256)")
+    p.set_defaults(func=_cmd_export)
+
+    p = command("import", "create a model from an ONNX file (torch, skl2onnx, jitnet export)")
+    p.add_argument("file", help="the .onnx file")
+    p.add_argument("--id", default="", help="the new model's id (default: the server makes one)")
+    p.add_argument("--output", help="the graph output to import when it has several")
+    p.add_argument("--loss", type=enum_choice("loss"), default=None,
+                   help="the loss to train it with (default: the file's, else cross_entropy "
+                        "for a softmax or sigmoid output, mse otherwise)")
+    p.set_defaults(func=_cmd_import)
 
     p = command("health", "the server's health; exit 0 iff SERVING")
     p.add_argument("--service", default="", help="service name (default: the whole server)")
@@ -512,6 +542,39 @@ def _cmd_models_delete(args) -> int:
     with _client(args) as client:
         client.delete_model(args.model)
     print(f"deleted model '{args.model}'")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from . import onnx as jitnet_onnx
+
+    if args.file is None and args.triton_repo is None:
+        raise UsageError("give the .onnx file to write, or --triton-repo DIR, or both")
+    jitnet_onnx.onnx_module()  # MissingDependency before any call
+    with _client(args) as client:
+        model = client.get_model(args.model, include_weights=True)
+    batch = args.max_batch_size or jitnet_onnx.DEFAULT_MAX_BATCH_SIZE
+    try:
+        if args.triton_repo is not None:  # checks the name before any file is written
+            jitnet_onnx.triton_config(model, args.name, max_batch_size=batch)
+        if args.file is not None:
+            data = jitnet_onnx.serialized(model, args.file)
+            print(f"wrote {args.file}: model '{model.id}' version {model.version}, "
+                  f"{len(data)} bytes")
+        if args.triton_repo is not None:
+            folder = jitnet_onnx.write_triton_repository(model, args.triton_repo, args.name,
+                                                         max_batch_size=batch)
+            print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def _cmd_import(args) -> int:
+    with _client(args) as client:
+        model = client.import_onnx(args.file, args.id, output=args.output, loss=args.loss)
+    print(f"created model '{model.id}' from {args.file}: {model.describe()}, "
+          f"{model.parameter_count} parameters, version {model.version}")
     return 0
 
 

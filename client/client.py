@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -70,7 +70,7 @@ _CHANNEL_OPTIONS = (
     ("grpc.service_config", RETRY_SERVICE_CONFIG),
     # A Train stream may be quiet for a long time and has no deadline by default: ping every
     # 30 s while a call is open, so a server that vanished is noticed within 50 s. The server
-    # accepts pings every 10 s or more (service/server.py).
+    # accepts pings every 10 s or more (service/server/lifecycle.py).
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
@@ -143,6 +143,14 @@ class _ClientBase:
             request.min_version = self.versions.min_version(model_id, min_version)
         return request
 
+    def _imported_request(self, spec, model_id: str, metadata) -> pb.CreateModelRequest:
+        """CreateModel for a network read from another library (interchange.NetworkSpec)."""
+        arguments = spec.with_changes(metadata=metadata).create_arguments()
+        return wire.create_model_request(
+            arguments["layer_sizes"], arguments["hidden"], arguments["output"],
+            arguments["loss"], arguments["bias"], arguments["gradient_mode"], "xavier", 0,
+            arguments["layers"], model_id, self.raw, arguments["dtype"], arguments["metadata"])
+
     def _saw(self, model: Model) -> Model:
         self.versions.saw(model.id, model.version)
         return model
@@ -189,16 +197,57 @@ class Client(_ClientBase):
 
     def create_model(self, layer_sizes: Sequence[int], *, hidden="sigmoid", output="sigmoid",
                      loss="mse", bias: bool = True, gradient_mode="exact", init="xavier",
-                     seed: int = 0, layers=None, model_id: str = "",
+                     seed: int = 0, layers=None, model_id: str = "", dtype=None,
+                     metadata: Mapping[str, str] | None = None,
                      timeout: float | None = None) -> Model:
         """Creates a model; `layers` ([(W [fan_out, fan_in], b or None)]) gives explicit weights.
-        The server makes an id when model_id is empty. Returns the model with its weights."""
+        The server makes an id when model_id is empty. `dtype` "float64" (None: the server's
+        default, float64) or "float32"; `metadata` strings kept with the model and returned
+        in Model.metadata (at most 64 entries of at most 4 KiB). Returns the model with its
+        weights."""
         request = wire.create_model_request(layer_sizes, hidden, output, loss, bias,
                                             gradient_mode, init, seed, layers, model_id,
-                                            self.raw)
+                                            self.raw, dtype, metadata)
+        return self._create(request, timeout)
+
+    def _create(self, request: pb.CreateModelRequest, timeout) -> Model:
         model = wire.model_from_proto(self._call(self._stub.CreateModel, request, timeout).model)
         self.versions.created(model.id, model.version)
         return model
+
+    # -- models in and out: ONNX, scikit-learn (client/onnx.py, client/sklearn.py) --
+
+    def import_onnx(self, source, model_id: str = "", *, output: str | None = None,
+                    loss=None, dtype=None, metadata: Mapping[str, str] | None = None,
+                    timeout: float | None = None) -> Model:
+        """Creates a model from an ONNX file (a path, its bytes or an onnx.ModelProto): the
+        graphs jitnet.client.onnx.from_onnx reads (UnsupportedModel, before any call, for
+        the others). `metadata` is added to what the import keeps (source, classes)."""
+        from . import onnx as jitnet_onnx
+
+        spec = jitnet_onnx.from_onnx(source, output=output, loss=loss, dtype=dtype)
+        return self._create(self._imported_request(spec, model_id, metadata), timeout)
+
+    def import_sklearn(self, estimator, model_id: str = "", *, dtype=None,
+                       metadata: Mapping[str, str] | None = None,
+                       timeout: float | None = None) -> Model:
+        """Creates a model from a fitted scikit-learn MLPClassifier or MLPRegressor (its
+        weights, activations, output and a matching loss; a classifier's classes in
+        metadata["classes"] as JSON)."""
+        from .sklearn import from_sklearn
+
+        spec = from_sklearn(estimator).with_changes(dtype=dtype)
+        return self._create(self._imported_request(spec, model_id, metadata), timeout)
+
+    def export_onnx(self, model_id: str, path=None, *, min_version: int | None = None,
+                    timeout: float | None = None) -> bytes:
+        """The model's current version as an ONNX file (jitnet.client.onnx.to_onnx), written
+        to `path` when given; returns the file's bytes."""
+        from . import onnx as jitnet_onnx
+
+        model = self.get_model(model_id, include_weights=True, min_version=min_version,
+                               timeout=timeout)
+        return jitnet_onnx.serialized(model, path)
 
     def get_model(self, model_id: str, include_weights: bool = False, *,
                   min_version: int | None = None, timeout: float | None = None) -> Model:
@@ -241,11 +290,17 @@ class Client(_ClientBase):
         return self._train_stream(request, timeout)
 
     def _train_stream(self, request: pb.TrainRequest, timeout) -> Iterator[Progress]:
+        for msg in self._train_messages(request, timeout):
+            yield wire.progress_from_proto(msg, request.epochs)
+
+    def _train_messages(self, request: pb.TrainRequest, timeout) -> Iterator[pb.TrainResponse]:
+        """Train's replies as they come (the estimator of client/sklearn.py reads their
+        validation fields); closing the generator cancels the call."""
         call = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for msg in call:
                 self.versions.saw(request.model_id, msg.model_version)
-                yield wire.progress_from_proto(msg, request.epochs)
+                yield msg
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
@@ -336,14 +391,43 @@ class AsyncClient(_ClientBase):
     async def create_model(self, layer_sizes: Sequence[int], *, hidden="sigmoid",
                            output="sigmoid", loss="mse", bias: bool = True,
                            gradient_mode="exact", init="xavier", seed: int = 0, layers=None,
-                           model_id: str = "", timeout: float | None = None) -> Model:
+                           model_id: str = "", dtype=None,
+                           metadata: Mapping[str, str] | None = None,
+                           timeout: float | None = None) -> Model:
         request = wire.create_model_request(layer_sizes, hidden, output, loss, bias,
                                             gradient_mode, init, seed, layers, model_id,
-                                            self.raw)
+                                            self.raw, dtype, metadata)
+        return await self._create(request, timeout)
+
+    async def _create(self, request: pb.CreateModelRequest, timeout) -> Model:
         reply = await self._call(self._stub.CreateModel, request, timeout)
         model = wire.model_from_proto(reply.model)
         self.versions.created(model.id, model.version)
         return model
+
+    async def import_onnx(self, source, model_id: str = "", *, output: str | None = None,
+                          loss=None, dtype=None, metadata: Mapping[str, str] | None = None,
+                          timeout: float | None = None) -> Model:
+        from . import onnx as jitnet_onnx
+
+        spec = jitnet_onnx.from_onnx(source, output=output, loss=loss, dtype=dtype)
+        return await self._create(self._imported_request(spec, model_id, metadata), timeout)
+
+    async def import_sklearn(self, estimator, model_id: str = "", *, dtype=None,
+                             metadata: Mapping[str, str] | None = None,
+                             timeout: float | None = None) -> Model:
+        from .sklearn import from_sklearn
+
+        spec = from_sklearn(estimator).with_changes(dtype=dtype)
+        return await self._create(self._imported_request(spec, model_id, metadata), timeout)
+
+    async def export_onnx(self, model_id: str, path=None, *, min_version: int | None = None,
+                          timeout: float | None = None) -> bytes:
+        from . import onnx as jitnet_onnx
+
+        model = await self.get_model(model_id, include_weights=True, min_version=min_version,
+                                     timeout=timeout)
+        return jitnet_onnx.serialized(model, path)
 
     async def get_model(self, model_id: str, include_weights: bool = False, *,
                         min_version: int | None = None, timeout: float | None = None) -> Model:

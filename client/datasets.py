@@ -139,7 +139,13 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
 
 def _load_csv(path: str) -> np.ndarray:
     with open(path, encoding="utf-8") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+        return parse_csv(f.read())
+
+
+def parse_csv(text: str) -> np.ndarray:
+    """Comma-separated numbers as a 2-D float64 array; a first line that is not numbers is a
+    header and skipped. ValueError for anything else that is not numbers."""
+    lines = [line for line in text.splitlines() if line.strip()]
     if lines:
         try:
             [float(cell) for cell in lines[0].split(",")]

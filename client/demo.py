@@ -7,6 +7,9 @@ module, as cli.py does, stays light; matplotlib only for the training plot, whic
 
 The pictures are the README's (docs/images/): `jitnet demo --out docs/images` makes them, the
 same bytes every time (tests/pictures/test_readme_images.py fails when they drift).
+
+`jitnet demo --web` runs the same server with the playground page (docs/web.md) instead, on
+127.0.0.1, and prints its address; it serves until Ctrl-C (or --seconds).
 """
 
 from __future__ import annotations
@@ -35,17 +38,38 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="jitnet-demo-") as tmp:
         data_dir = args.data_dir or tmp
         # specialised_kernels=0: a demo of seconds would only start compiles it never uses.
+        web = getattr(args, "web", False)
         cfg = service_config.Config(host="127.0.0.1", port=0, data_dir=data_dir,
-                                    log_level="WARNING", specialised_kernels=0)
-        handle = service_server.create_server(cfg)
+                                    log_level="WARNING", specialised_kernels=0,
+                                    web_port=args.web_port if web else None)
+        try:
+            handle = service_server.create_server(cfg)
+        except RuntimeError as e:  # the page's port is taken
+            raise JitnetError(str(e)) from None
         handle.start()  # answers at once; SERVING once the kernels are compiled (or cached)
         try:
             with Client(f"127.0.0.1:{handle.port}", timeout=DEFAULT_TIMEOUT) as client:
                 _wait_for(handle, client)
                 print(f"jitnet demo: a server on 127.0.0.1:{handle.port}, models in {data_dir}")
+                if web:
+                    return _serve_page(handle, args.seconds)
                 return _show(client, args)
         finally:
             handle.drain(0).wait(10)
+
+
+def _serve_page(handle, seconds: float | None) -> int:
+    """`jitnet demo --web`: the page until Ctrl-C (or `seconds`), then the server stops."""
+    until = f"for {seconds:g} s" if seconds else "Ctrl-C stops it"
+    print(f"The playground: open {handle.web.url} in a browser ({until}).", flush=True)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass  # the way to stop it
+    print("Stopping the server.")
+    return 0
 
 
 def _wait_for(handle, client: Client, seconds: float = 300.0) -> None:

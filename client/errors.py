@@ -6,7 +6,8 @@ InferenceServerException the same way, `from None`, so tracebacks stay short):
 
     exit  class                status
     1     JitnetError          anything not listed below (UNKNOWN, UNIMPLEMENTED, ...)
-    2     InvalidArgument      INVALID_ARGUMENT (also bad local input: a file, a flag value)
+    2     InvalidArgument      INVALID_ARGUMENT (also bad local input: a file, a flag value;
+                               UnsupportedModel: an ONNX graph or estimator jitnet cannot import)
     3     NotFound             NOT_FOUND
     4     AlreadyExists        ALREADY_EXISTS
     5     Aborted              ABORTED (the model is being trained by another call)
@@ -64,6 +65,12 @@ class JitnetError(Exception):
 
 class InvalidArgument(JitnetError, ValueError, status=StatusCode.INVALID_ARGUMENT, exit_code=2):
     """The request is malformed: a shape, a value, an enum, a name. Also raised locally."""
+
+
+class UnsupportedModel(InvalidArgument):
+    """A file or object that cannot become a jitnet model (an ONNX graph, a scikit-learn
+    estimator): raised locally, before anything is sent. The message names the node, tensor or
+    attribute and says what to do instead."""
 
 
 class NotFound(JitnetError, status=StatusCode.NOT_FOUND, exit_code=3):

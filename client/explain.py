@@ -81,7 +81,7 @@ def _sigmoid(x: float) -> float:
 
 
 def _derivative(kind: str, net: float, y: float, mode: str) -> float:
-    """The kernels' derivative (service/kernels.py `derivative`), for display."""
+    """The kernels' derivative (service/engine/kernels.py `derivative`), for display."""
     article = mode == "article"
     if kind == "sigmoid":
         if article:

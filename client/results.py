@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -11,7 +12,10 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A model as the server describes it. `layers` (numpy [(W, b or None)], W [fan_out, fan_in])
-    is there after create_model and get_model(include_weights=True), else None."""
+    is there after create_model and get_model(include_weights=True), else None. `dtype` is
+    "float64" or "float32" (the parameters' and the arithmetic's); `optimizer` the optimizer
+    whose state is stored with the weights ("none" before any Train); `metadata` the strings its
+    creator kept with it (CreateModelRequest.metadata: an imported classifier's classes, ...)."""
 
     id: str
     layer_sizes: tuple[int, ...]
@@ -29,6 +33,10 @@ class Model:
     parameter_count: int
     layers: tuple[tuple[np.ndarray, np.ndarray | None], ...] | None = dataclasses.field(
         default=None, compare=False, repr=False)
+    dtype: str = "float64"
+    optimizer: str = "none"  # whose state is stored with the weights: sgd, adam, adamw
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False,
+                                                    repr=False)
 
     @property
     def activations(self) -> tuple[str, ...]:

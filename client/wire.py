@@ -29,11 +29,14 @@ _ENUMS = {
     "loss": (pb.Loss, "LOSS_", "mse"),
     "init": (pb.Init, "INIT_", "xavier"),
     "gradient_mode": (pb.GradientMode, "GRADIENT_MODE_", "exact"),
+    "dtype": (pb.Dtype, "DTYPE_", "float64"),
+    "optimizer": (pb.Optimizer, "OPTIMIZER_", "none"),  # Model.optimizer: none stored yet
 }
 
 
 def enum_short_names(kind: str) -> list[str]:
-    """The short names a kind ("activation", "loss", "init", "gradient_mode") accepts."""
+    """The short names a kind ("activation", "loss", "init", "gradient_mode", "dtype")
+    accepts."""
     enum, prefix, _ = _ENUMS[kind]
     return [name[len(prefix):].lower() for name in enum.keys() if not name.endswith("UNSPECIFIED")]
 
@@ -148,8 +151,24 @@ def _layer_proto(layer, k: int, raw: bool) -> pb.Layer:
     return out
 
 
+def _metadata(metadata) -> dict[str, str]:
+    """Strings to strings (the server bounds how many and how long)."""
+    if metadata is None:
+        return {}
+    try:
+        items = dict(metadata).items()
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"metadata must be a mapping of strings to strings, got "
+                              f"{type(metadata).__name__}") from None
+    for key, value in items:
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgument(f"metadata[{key!r}] is {type(value).__name__}: keys and values "
+                                  "are strings (json.dumps anything else)")
+    return dict(items)
+
+
 def create_model_request(layer_sizes, hidden, output, loss, bias, gradient_mode, init, seed,
-                         layers, model_id, raw) -> pb.CreateModelRequest:
+                         layers, model_id, raw, dtype=None, metadata=None) -> pb.CreateModelRequest:
     try:
         sizes = [int(s) for s in layer_sizes]
     except (TypeError, ValueError):
@@ -161,9 +180,11 @@ def create_model_request(layer_sizes, hidden, output, loss, bias, gradient_mode,
         hidden_activation=enum_number("activation", hidden, "hidden activation"),
         output_activation=enum_number("activation", output, "output activation"),
         loss=enum_number("loss", loss, "loss"), bias=bool(bias),
-        gradient_mode=enum_number("gradient_mode", gradient_mode, "gradient_mode"))
+        gradient_mode=enum_number("gradient_mode", gradient_mode, "gradient_mode"),
+        dtype=enum_number("dtype", dtype, "dtype"))
     request = pb.CreateModelRequest(model_id=model_id or "", architecture=arch,
-                                    init=enum_number("init", init, "init"), seed=int(seed))
+                                    init=enum_number("init", init, "init"), seed=int(seed),
+                                    metadata=_metadata(metadata))
     for k, layer in enumerate(layers or ()):
         request.layers.append(_layer_proto(layer, k, raw))
     return request
@@ -239,7 +260,9 @@ def model_from_proto(m: pb.Model) -> Model:
         gradient_mode=enum_short_name("gradient_mode", arch.gradient_mode),
         version=m.version, epochs_trained=m.epochs_trained, iterations=m.iterations,
         last_loss=m.last_loss, create_time=_time(m.create_time), update_time=_time(m.update_time),
-        parameter_count=m.parameter_count, layers=layers)
+        parameter_count=m.parameter_count, layers=layers,
+        dtype=enum_short_name("dtype", arch.dtype), metadata=dict(m.metadata),
+        optimizer=enum_short_name("optimizer", m.optimizer))
 
 
 def step_trace_from_proto(reply: pb.StepResponse, request: pb.StepRequest) -> StepTrace:

@@ -52,7 +52,7 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
     data_dir: str = "./jitnet-data"
-    workers: int = 1  # server processes on the port (workers.py); `auto`: one per core
+    workers: int = 1  # server processes on the port (server/workers.py); `auto`: one per core
     threads: int = 8  # threads serving calls, in each server process
     grace_seconds: float = 10.0  # on SIGTERM, how long calls in flight may take to finish
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -74,6 +74,10 @@ class Config:
     specialised_kernels: int = 32  # architectures served with specialised kernels at once
     specialise_after_predicts: int = 1000  # tier-0 Predicts of an architecture that trigger it
     specialise_at_start: int = 32  # stored models' architectures specialised at start
+    # The playground page (docs/web.md): off unless a port is given; this machine only unless
+    # a host says otherwise.
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
 
     def __post_init__(self):
         for setting in SETTINGS:
@@ -300,6 +304,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("specialise_at_start", _integer, "integer", "stored models' architectures "
             "specialised (loaded from the cache, or compiled) at start (default 32)",
             check=_at_least(0)),
+    Setting("web_port", int, "port", "serve the playground page and its JSON API over HTTP "
+            "on --web-host:PORT, a client of this server's gRPC port; 0 picks a free one "
+            "(default: no page)", check=_port_or_off),
+    Setting("web_host", str, "host", "address the page listens on (default 127.0.0.1: this "
+            "machine only; anything else lets other machines train your models: set "
+            "--auth-token)"),
     Setting("max_parameters", _integer, "integer", "most weights and biases in one model "
             "(default 2000000)", in_limits=True, check=_at_least(1)),
     Setting("max_layer_width", _integer, "integer", "most neurons in one layer (default 65536)",

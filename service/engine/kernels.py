@@ -1,29 +1,41 @@
-"""The numba kernels: forward pass, backpropagation and the SGD update of a multi-layer perceptron.
+"""The numba kernels: forward pass, backpropagation and the optimizers of a multi-layer perceptron.
 
-Everything here is a plain `@njit` function over contiguous float64 arrays: no classes, no I/O,
-no raising, no allocation inside loops. Validation happens before these run (model.py).
+Everything here is a plain `@njit` function over contiguous arrays: no classes, no I/O, no
+raising, no allocation inside loops. Validation happens before these run (model.py,
+training.py). The new kernels take their dtype from the arrays they are given (no float64
+allocated inside), so that they can compile per dtype.
 
 Memory layout, shared by every kernel:
 
-    params    flat float64: layer 0's W [fan_out, fan_in] row-major, then its b [fan_out] (when
-              the architecture has biases), then layer 1's, ...  W[j, i] joins input i to neuron j.
+    params    flat: layer 0's W [fan_out, fan_in] row-major, then its b [fan_out] (when the
+              architecture has biases), then layer 1's, ...  W[j, i] joins input i to neuron j.
     layout    int64 [n_layers, 5]: per layer FAN_IN, FAN_OUT, W_AT, B_AT (-1: no bias) and U_AT,
               the offset of the layer's neurons in the unit numbering (the input units are 0..).
-    z, a, e, d  flat float64 unit buffers for `rows` samples at once: nets, outputs, errors, deltas.
+    z, a, e, d  flat unit buffers for `rows` samples at once: nets, outputs, errors, deltas.
               Layer l's block starts at rows * U_AT and is a row-major [rows, FAN_OUT] matrix, so
-              with rows == 1 the buffers are simply indexed by unit.
+              with rows == 1 the buffers are simply indexed by unit. t holds the rows' targets,
+              s their shares of a batch (sample weights): work = [z, a, e, d, t, s].
+    state     the optimizer's arrays, [k, n_params]: SGD's velocity; Adam's and AdamW's m, v.
 
 Sign convention (the article's): error = target - output, delta = error * f'(.), and the update is
 w += learning_rate * delta * input. With loss 0.5 * sum((t - y)^2) that is gradient descent.
-`grad` therefore holds the *descent direction* (minus the gradient of the mean loss).
+`grad` therefore holds the *descent direction* (minus the gradient of the mean loss); the
+optimizers' section below turns torch's formulas into this sign, once.
 
 Two ways through an epoch, both generic in the number and sizes of layers:
 
-    one sample at a time   `sample_iteration`: forward, then one pass per layer that propagates
-                           the error and updates the weights together (no gradient buffer).
-    batches                `iteration`: forward, loss, `backward` into `grad` (BLAS for layers
-                           big enough to pay for the call), then `sgd_update`.
+    one sample at a time   `sample_epochs` -> `sample_iteration`: plain SGD (momentum, no
+                           weight decay, no sample weights): forward, then one pass per layer
+                           that propagates the error and updates the weights together (no
+                           gradient buffer). The tier-1 kernels (jit/template.py) are this.
+    batches                `batch_epochs`: per batch `batch_gradient` (forward, loss, `backward`
+                           into `grad`, BLAS for layers big enough to pay for the call, sample
+                           weights through the rows' shares), then `optimizer_update` (SGD with
+                           momentum, Nesterov and weight decay, Adam, AdamW). Any batch size,
+                           1 included: what the one-sample path does not cover runs here.
 
+`evaluate_rows` measures a set of rows (loss, right answers) without training: validation
+after each epoch, and the training rows' accuracy when progress is reported.
 The gradient check (CheckGradients) reuses `iteration` at learning rate 0 for the analytic
 gradient; `finite_differences` is its numeric half: two forward passes per parameter.
 
@@ -41,11 +53,11 @@ Performance notes (measured with benchmarks/engine.py; results in docs/benchmark
     from 0.28 to 0.7 us); so sample_iteration writes its loops out, with scalar helpers only.
   * fastmath is set per compiled function. `reassoc` lets LLVM split a dot product into vector
     lanes: the way to go for long ones, pure set-up cost for a 2-input neuron. The one-sample
-    epoch loop is therefore compiled twice, and train_epochs picks by the widest fan-in.
+    epoch loop is therefore compiled twice, and sample_epochs_for picks by the widest fan-in.
   * Cold compile (empty cache) of everything a server uses is about 20 s on this machine, most
     of it LLVM on the unswitched loops of the two one-sample compiles and iteration(); with
     `cache=True` a later start loads it all in about 0.3 s. Each compiled loop is compiled on
-    first use (train_epochs is a plain function that picks one).
+    first use (sample_epochs_for is a plain function that picks one).
   * error_model="numpy": x / 0 gives inf or nan as in numpy instead of raising, so no kernel
     carries an exception path (they never raise anyway).
 """
@@ -336,12 +348,14 @@ def dense_backward(grad, e, a, d, params, layout, layer, rows):
 
 
 @njit(**INLINE)
-def output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode):
+def output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode, scale=None):
     """Fills the output layer's error e = t - y and delta d; returns the summed loss of the rows.
 
     MSE: loss 0.5 * sum((t - y)^2), delta = e * f'(.) (softmax: its Jacobian applied to e).
     Cross-entropy (softmax or sigmoid output): delta = t - y exactly, the derivative cancels
     (softmax: t - y * sum(t), the same for target rows that sum to 1).
+    `scale` [rows] (optional): row r's loss and delta count scale[r] times (sample weights);
+    without it (the one-sample path) the branch is compiled out.
     """
     last = layout.shape[0] - 1
     width = at(layout[last, FAN_OUT])
@@ -353,48 +367,53 @@ def output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode):
     for r in range(at(rows)):
         row = start + r * width
         t_r = r * width
+        c = 1.0  # x * 1.0 is x: unweighted rows sum exactly as they always did
+        if scale is not None:
+            c = scale[r]
         for k in range(width):
             e[row + k] = t[t_r + k] - a[row + k]
-        if loss == CROSS_ENTROPY:
-            if output == SOFTMAX:
-                # -sum t log softmax(z) = sum t (logsumexp(z) - z), from z for stability. The
-                # largest output is a_max = e^0 / sum e^(z - max z), so logsumexp(z) is
-                # max z - log(a_max): no second round of exponentials.
-                top, a_max = z[row], a[row]
-                for k in range(ONE, width):
-                    top, a_max = max(top, z[row + k]), max(a_max, a[row + k])
-                lse = top - np.log(a_max)
-                # d(loss)/dz_k = y_k sum(t) - t_k: the familiar t - y when a target row sums to 1
-                t_sum = 0.0
-                for k in range(width):
-                    total += t[t_r + k] * (lse - z[row + k])
-                    t_sum += t[t_r + k]
-                for k in range(width):
-                    d[row + k] = t[t_r + k] - a[row + k] * t_sum
-                continue
+        if loss == CROSS_ENTROPY and output == SOFTMAX:
+            # -sum t log softmax(z) = sum t (logsumexp(z) - z), from z for stability. The
+            # largest output is a_max = e^0 / sum e^(z - max z), so logsumexp(z) is
+            # max z - log(a_max): no second round of exponentials.
+            top, a_max = z[row], a[row]
+            for k in range(ONE, width):
+                top, a_max = max(top, z[row + k]), max(a_max, a[row + k])
+            lse = top - np.log(a_max)
+            # d(loss)/dz_k = y_k sum(t) - t_k: the familiar t - y when a target row sums to 1
+            t_sum = 0.0
+            for k in range(width):
+                total += c * (t[t_r + k] * (lse - z[row + k]))
+                t_sum += t[t_r + k]
+            for k in range(width):
+                d[row + k] = t[t_r + k] - a[row + k] * t_sum
+        elif loss == CROSS_ENTROPY:
             # sigmoid: -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z
             for k in range(width):
                 x = z[row + k]
-                total += max(x, 0.0) + np.log1p(np.exp(-abs(x))) - t[t_r + k] * x
+                total += c * (max(x, 0.0) + np.log1p(np.exp(-abs(x))) - t[t_r + k] * x)
             for k in range(width):
                 d[row + k] = e[row + k]  # the sigmoid's derivative cancels: exactly t - y
-            continue
-        for k in range(width):
-            total += 0.5 * e[row + k] * e[row + k]
-        if jacobian:
-            # d_k = s_k (e_k - sum_m e_m s_m); s is the output (EXACT) or softmax(output)
-            # (ARTICLE, already in d)
-            if mode == EXACT:
-                for k in range(width):
-                    d[row + k] = a[row + k]
-            dot = 0.0
-            for k in range(width):
-                dot += e[row + k] * d[row + k]
-            for k in range(width):
-                d[row + k] = d[row + k] * (e[row + k] - dot)
         else:
             for k in range(width):
-                d[row + k] = e[row + k] * derivative(z[row + k], a[row + k], output, mode)
+                total += c * (0.5 * e[row + k] * e[row + k])
+            if jacobian:
+                # d_k = s_k (e_k - sum_m e_m s_m); s is the output (EXACT) or softmax(output)
+                # (ARTICLE, already in d)
+                if mode == EXACT:
+                    for k in range(width):
+                        d[row + k] = a[row + k]
+                dot = 0.0
+                for k in range(width):
+                    dot += e[row + k] * d[row + k]
+                for k in range(width):
+                    d[row + k] = d[row + k] * (e[row + k] - dot)
+            else:
+                for k in range(width):
+                    d[row + k] = e[row + k] * derivative(z[row + k], a[row + k], output, mode)
+        if scale is not None:
+            for k in range(width):
+                d[row + k] *= c
     return total
 
 
@@ -443,19 +462,6 @@ def backward(grad, e, d, z, a, params, layout, rows, hidden, mode):
 
 
 @njit(**INLINE)
-def sgd_update(params, velocity, grad, learning_rate, momentum):
-    """v = momentum * v + lr * grad; params += v. With momentum 0: params += lr * grad, and the
-    velocity is left alone (train_epochs sets v = lr * grad of the last batch at the end)."""
-    if momentum == 0.0:
-        for k in range(params.size):
-            params[k] += learning_rate * grad[k]
-        return
-    for k in range(params.size):
-        velocity[k] = momentum * velocity[k] + learning_rate * grad[k]
-        params[k] += velocity[k]
-
-
-@njit(**INLINE)
 def load_rows(a, t, inputs, targets, orders, epoch, start, rows):
     """Copies samples orders[epoch, start : start + rows] (start.. when orders has no columns)
     into the input block of `a` and into t."""
@@ -469,19 +475,144 @@ def load_rows(a, t, inputs, targets, orders, epoch, start, rows):
             t[r * n_out + k] = targets[s, k]
 
 
+@njit(**INLINE)
+def load_weights(s, weights, orders, epoch, start, rows):
+    """s[:rows] = the sample weights of the rows load_rows loads; returns their sum."""
+    total = 0.0
+    for r in range(at(rows)):
+        row = orders[epoch, start + r] if orders.shape[1] > 0 else start + r
+        s[r] = weights[row]
+        total += s[r]
+    return total
+
+
 @njit(**JIT)
-def iteration(params, velocity, grad, z, a, e, d, t, layout, kinds, inputs, targets, orders,
-              epoch, start, rows, learning_rate, momentum):
-    """One iteration on `rows` samples: forward, loss and deltas, backward, update.
-    Returns the summed loss of those samples (before the update)."""
+def batch_gradient(grad, z, a, e, d, t, s, params, layout, kinds, inputs, targets, orders,
+                   epoch, start, rows):
+    """Forward, loss and deltas, then backward, on `rows` samples, into the descent direction
+        grad = sum_r s_r g_r / rows        g_r: minus the gradient of row r's loss
+    (s = 1: the mean; s_r = w_r rows / sum(w): sum(w_r g_r) / sum(w), the sample weights').
+    Returns sum_r s_r loss_r, before any update. A function of its own (not inlined), so the
+    forward and backward passes are compiled once for every caller."""
     hidden, output, loss, mode = kinds[0], kinds[1], kinds[2], kinds[3]
     load_rows(a, t, inputs, targets, orders, epoch, start, rows)
     forward(z, a, params, layout, rows, hidden, output)
-    total = output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode)
+    total = output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode, s)
     backward(grad, e, d, z, a, params, layout, rows, hidden, mode)
+    return total
+
+
+@njit(**JIT)
+def iteration(params, velocity, grad, z, a, e, d, t, s, layout, kinds, inputs, targets, orders,
+              epoch, start, rows, learning_rate, momentum):
+    """One iteration of plain SGD on `rows` samples, each counted once: batch_gradient, then
+    sgd_update (none at learning rate 0: the gradient check's analytic half). Returns the
+    summed loss of those samples (before the update)."""
+    for r in range(at(rows)):
+        s[r] = 1.0
+    total = batch_gradient(grad, z, a, e, d, t, s, params, layout, kinds, inputs, targets,
+                           orders, epoch, start, rows)
     if learning_rate != 0.0:
         sgd_update(params, velocity, grad, learning_rate, momentum)
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizers: how a batch's descent direction `grad` moves the parameters. torch.optim's
+# updates, written in the engine's sign (grad = minus the gradient of the mean loss), so every
+# sign below is flipped from torch's once and only here:
+#     torch's gradient g = -grad,  SGD's velocity = -lr * momentum_buffer,  Adam's m = -exp_avg
+# Weight decay applies to each layer's W range, never to its b range (`layout`).
+
+
+@njit(**INLINE)
+def sgd_update(params, velocity, grad, learning_rate, momentum):
+    """v = momentum * v + lr * grad; params += v. With momentum 0: params += lr * grad, and the
+    velocity is left alone (batch_epochs sets v = lr * grad of the last batch at the end).
+    torch.optim.SGD with a constant rate: its buffer is v / lr."""
+    if momentum == 0.0:
+        for k in range(params.size):
+            params[k] += learning_rate * grad[k]
+        return
+    for k in range(params.size):
+        velocity[k] = momentum * velocity[k] + learning_rate * grad[k]
+        params[k] += velocity[k]
+
+
+@njit(**INLINE)
+def sgd_range(params, velocity, grad, first, end, learning_rate, momentum, nesterov, decay):
+    """torch.optim.SGD (dampening 0) on params[first:end] with weight decay `decay`:
+        G = grad - decay * w        (torch: g + decay * w)
+        v = momentum * v + lr * G   (torch: buf = momentum * buf + g, v = -lr * buf)
+        w += v, or with nesterov: w += lr * G + momentum * v   (torch: g + momentum * buf)
+    G is kept in grad: a momentum-0 call's last velocity is lr * G."""
+    for k in range(at(first), at(end)):
+        g = grad[k] - decay * params[k]
+        grad[k] = g
+        v = momentum * velocity[k] + learning_rate * g
+        velocity[k] = v
+        params[k] += (learning_rate * g + momentum * v) if nesterov else v
+
+
+@njit(**INLINE)
+def adam_range(params, m, v, grad, first, end, step_size, bias2_sqrt, beta1, beta2, epsilon,
+               decay, shrink):
+    """torch.optim.Adam / AdamW on params[first:end], step t:
+        Adam:   G = grad - decay * w                     (torch: g + decay * w)
+        AdamW:  w *= shrink = 1 - lr * decay, G = grad   (decoupled decay)
+        m += (1 - beta1) (G - m)                         (torch's lerp)
+        v = beta2 v + (1 - beta2) G^2
+        w += step_size m / (sqrt(v) / sqrt(1 - beta2^t) + epsilon),  step_size = lr / (1 - beta1^t)
+    epsilon is added to sqrt(v_hat), as torch does (not the "epsilon hat" of Keras and
+    scikit-learn)."""
+    for k in range(at(first), at(end)):
+        w = params[k]
+        g = grad[k] - decay * w
+        m_k = m[k] + (1.0 - beta1) * (g - m[k])
+        v_k = beta2 * v[k] + (1.0 - beta2) * g * g
+        m[k], v[k] = m_k, v_k
+        params[k] = w * shrink + step_size * m_k / (np.sqrt(v_k) / bias2_sqrt + epsilon)
+
+
+# Optimizer codes: the proto's Optimizer numbers (optimizers.Optimizer).
+SGD, ADAM, ADAMW = 1, 2, 3
+# What `hyper` holds, by index: one float array instead of seven arguments.
+LR, MOMENTUM, NESTEROV, BETA1, BETA2, EPSILON, WEIGHT_DECAY = 0, 1, 2, 3, 4, 5, 6
+N_HYPER = 7
+
+
+@njit(**INLINE)
+def optimizer_update(params, state, steps, grad, layout, optimizer, hyper):
+    """One update of params along grad: state [arrays, n_params] is the optimizer's (SGD:
+    velocity; Adam, AdamW: m, v), steps[0] the updates made with it (Adam's t after this)."""
+    steps[0] += 1
+    lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
+    if optimizer == SGD:
+        momentum, nesterov = hyper[MOMENTUM], hyper[NESTEROV] != 0.0
+        if decay == 0.0 and not nesterov:
+            sgd_update(params, state[0], grad, lr, momentum)  # the plain loop, as before
+            return
+        for layer in range(layout.shape[0]):
+            fan_in, fan_out, w_at, has_bias, b_at, _, _ = layer_offsets(layout, layer, 1)
+            sgd_range(params, state[0], grad, w_at, w_at + fan_in * fan_out, lr, momentum,
+                      nesterov, decay)
+            if has_bias:
+                sgd_range(params, state[0], grad, b_at, b_at + fan_out, lr, momentum,
+                          nesterov, 0.0)
+        return
+    beta1, beta2, epsilon = hyper[BETA1], hyper[BETA2], hyper[EPSILON]
+    t = float(steps[0])  # a float power, as torch's python floats: beta ** t
+    step_size = lr / (1.0 - beta1 ** t)
+    bias2_sqrt = np.sqrt(1.0 - beta2 ** t)
+    coupled = decay if optimizer == ADAM else 0.0
+    shrink = 1.0 - lr * decay if optimizer == ADAMW else 1.0
+    for layer in range(layout.shape[0]):
+        fan_in, fan_out, w_at, has_bias, b_at, _, _ = layer_offsets(layout, layer, 1)
+        adam_range(params, state[0], state[1], grad, w_at, w_at + fan_in * fan_out, step_size,
+                   bias2_sqrt, beta1, beta2, epsilon, coupled, shrink)
+        if has_bias:
+            adam_range(params, state[0], state[1], grad, b_at, b_at + fan_out, step_size,
+                       bias2_sqrt, beta1, beta2, epsilon, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,8 +750,9 @@ def last_sample_velocity(velocity, a, d, layout, learning_rate):
 @njit(**INLINE)
 def sample_epochs(params, velocity, work, layout, kinds, inputs, targets, orders,
                   learning_rate, momentum, target_loss, epoch_losses):
-    """train_epochs with batch size 1: each sample is one sample_iteration. Compiled through
-    sample_epochs_narrow and sample_epochs_wide, below."""
+    """epoch_losses.size epochs of plain SGD (momentum, no weight decay) one sample at a time,
+    each sample one sample_iteration; orders, target_loss and the return as batch_epochs.
+    Compiled through sample_epochs_narrow and sample_epochs_wide (sample_epochs_for picks)."""
     n = inputs.shape[0]
     n_in, n_out = at(inputs.shape[1]), at(targets.shape[1])
     z, a, e, d, t = work[0], work[1], work[2], work[3], work[4]
@@ -671,52 +803,116 @@ def sample_epochs_wide(params, velocity, work, layout, kinds, inputs, targets, o
                          learning_rate, momentum, target_loss, epoch_losses)
 
 
+def sample_epochs_for(layout):
+    """The one-sample epoch loop for a layout: sample_epochs_wide when a layer has at least
+    WIDE_FAN_IN inputs, else sample_epochs_narrow. A plain function: numba compiles each the
+    first time it is used, not both at once."""
+    return sample_epochs_wide if layout[:, FAN_IN].max() >= WIDE_FAN_IN else sample_epochs_narrow
+
+
 @njit(**JIT)
-def batch_epochs(params, velocity, grad, work, layout, kinds, inputs, targets, orders,
-                 batch_size, learning_rate, momentum, target_loss, epoch_losses):
-    """train_epochs with batches of batch_size > 1: each batch is one iteration()."""
+def batch_epochs(params, state, steps, grad, work, layout, kinds, inputs, targets, weights,
+                 orders, batch_size, optimizer, hyper, target_loss, epoch_losses):
+    """epoch_losses.size epochs in batches of batch_size (>= 1): each batch one batch_gradient
+    and one optimizer_update (hyper: the rate and the rest, by index; state and steps as there).
+
+    weights [n] (or no elements: every row counts once): each batch's gradient is
+    sum(w_r g_r) / sum(w_r), and a batch whose weights sum to 0 makes no update at all (as if
+    its rows were not there). epoch_losses[k] receives the epoch's weighted mean per-sample
+    loss, each row's before its batch's update. Stops early as sample_epochs does; returns the
+    epochs run. work: Architecture.work_buffers(batch_size), row 5 the rows' shares."""
     n = inputs.shape[0]
-    z, a, e, d, t = work[0], work[1], work[2], work[3], work[4]
+    z, a, e, d, t, s = work[0], work[1], work[2], work[3], work[4], work[5]
+    weighted = weights.size > 0
+    if not weighted:
+        for r in range(min(batch_size, n)):
+            s[r] = 1.0
     ran = epoch_losses.size
     for epoch in range(epoch_losses.size):
-        total = 0.0
+        total, seen = 0.0, 0.0
         for start in range(0, n, batch_size):
             rows = min(batch_size, n - start)
-            total += iteration(params, velocity, grad, z, a, e, d, t, layout, kinds, inputs,
-                               targets, orders, epoch, start, rows, learning_rate, momentum)
-        epoch_losses[epoch] = total / n
+            share = float(rows)
+            if weighted:
+                share = load_weights(s, weights, orders, epoch, start, rows)
+                if share == 0.0:
+                    continue
+                for r in range(rows):
+                    s[r] *= rows / share  # s_r = w_r rows / sum(w): see batch_gradient
+            loss = batch_gradient(grad, z, a, e, d, t, s, params, layout, kinds, inputs,
+                                  targets, orders, epoch, start, rows)
+            total += loss * (share / rows) if weighted else loss
+            seen += share
+            optimizer_update(params, state, steps, grad, layout, optimizer, hyper)
+        epoch_losses[epoch] = total / seen
         if not np.isfinite(epoch_losses[epoch]) or (
                 target_loss > 0.0 and epoch_losses[epoch] <= target_loss):
             ran = epoch + 1
             break
-    if momentum == 0.0:
+    if optimizer == SGD and hyper[MOMENTUM] == 0.0:
         # v = m v + lr g holds for m = 0 too: the velocity a later call may continue from is
         # the last batch's step (sgd_update skips it on every batch without momentum).
+        velocity = state[0]
         for k in range(params.size):
-            velocity[k] = learning_rate * grad[k]
+            velocity[k] = hyper[LR] * grad[k]
     return ran
 
 
-def train_epochs(params, velocity, grad, work, layout, kinds, inputs, targets, orders,
-                 batch_size, learning_rate, momentum, target_loss, epoch_losses):
-    """Runs epoch_losses.size epochs of mini-batch SGD over (inputs, targets).
+@njit(**INLINE)
+def right_rows(a, t, layout, rows, output, s):
+    """sum_r s_r over the rows the output layer gets right: softmax, when the largest output is
+    the largest target (the first of equals, as numpy's argmax); sigmoid, when every output is
+    on its target's side of 0.5 (above it, or not). Other outputs: 0 (no classes)."""
+    last = layout.shape[0] - 1
+    width = at(layout[last, FAN_OUT])
+    start = at(rows) * at(layout[last, U_AT])
+    right = 0.0
+    if output != SOFTMAX and output != SIGMOID:
+        return right
+    for r in range(at(rows)):
+        row, t_r = start + r * width, r * width
+        if output == SOFTMAX:
+            best_y, best_t = at(0), at(0)
+            for k in range(ONE, width):
+                if a[row + k] > a[row + best_y]:
+                    best_y = k
+                if t[t_r + k] > t[t_r + best_t]:
+                    best_t = k
+            ok = best_y == best_t
+        else:
+            ok = True
+            for k in range(width):
+                ok = ok and (a[row + k] > 0.5) == (t[t_r + k] > 0.5)
+        if ok:
+            right += s[r]
+    return right
 
-    orders [epochs, n] gives each epoch's sample order; shape [0, 0] means the stored order.
-    epoch_losses[k] receives the mean per-sample loss seen during epoch k. Stops early after an
-    epoch whose loss is non-finite (divergence) or at most target_loss (> 0); returns the number
-    of epochs run.
 
-    A plain Python function that picks one of three compiled loops (once per call, so per
-    chunk of epochs): numba compiles each the first time it is used, not all three at once.
-    """
-    if batch_size != 1:
-        return batch_epochs(params, velocity, grad, work, layout, kinds, inputs, targets,
-                            orders, batch_size, learning_rate, momentum, target_loss,
-                            epoch_losses)
-    wide = layout[:, FAN_IN].max() >= WIDE_FAN_IN
-    epochs = sample_epochs_wide if wide else sample_epochs_narrow
-    return epochs(params, velocity, work, layout, kinds, inputs, targets, orders, learning_rate,
-                  momentum, target_loss, epoch_losses)
+@njit(**JIT)
+def evaluate_rows(totals, inputs, targets, weights, orders, params, layout, kinds, work):
+    """The model as it stands on a set of rows (validation, the training rows' accuracy):
+        totals = [sum_r w_r loss_r, sum_r w_r right_r (right_rows), sum_r w_r]
+    with w = 1 when weights has no elements. Forward passes only, work.shape[1] // units rows
+    at a time (work: Architecture.work_buffers(block)); nothing is changed but work."""
+    n = inputs.shape[0]
+    hidden, output, loss, mode = kinds[0], kinds[1], kinds[2], kinds[3]
+    last = layout.shape[0] - 1
+    block = work.shape[1] // (layout[last, U_AT] + layout[last, FAN_OUT])
+    z, a, e, d, t, s = work[0], work[1], work[2], work[3], work[4], work[5]
+    weighted = weights.size > 0
+    totals[0], totals[1], totals[2] = 0.0, 0.0, 0.0
+    for start in range(0, n, block):
+        rows = min(block, n - start)
+        if weighted:
+            totals[2] += load_weights(s, weights, orders, 0, start, rows)
+        else:
+            for r in range(rows):
+                s[r] = 1.0
+            totals[2] += rows
+        load_rows(a, t, inputs, targets, orders, 0, start, rows)
+        forward(z, a, params, layout, rows, hidden, output)
+        totals[0] += output_loss_and_delta(e, d, z, a, t, layout, rows, output, loss, mode, s)
+        totals[1] += right_rows(a, t, layout, rows, output, s)
 
 
 @njit(**JIT)

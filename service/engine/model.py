@@ -44,6 +44,17 @@ class GradientMode(enum.IntEnum):
     ARTICLE = kernels.ARTICLE  # f'(y) instead of f'(net): the article's arithmetic
 
 
+class Dtype(enum.IntEnum):
+    """The dtype of a network's parameters and arithmetic (the proto's Dtype numbers)."""
+
+    FLOAT64 = 1
+    FLOAT32 = 2
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(np.float64 if self is Dtype.FLOAT64 else np.float32)
+
+
 HIDDEN_ACTIVATIONS = (Activation.SIGMOID, Activation.TANH, Activation.RELU, Activation.LINEAR)
 OUTPUT_ACTIVATIONS = (Activation.SIGMOID, Activation.LINEAR, Activation.SOFTMAX)
 
@@ -90,6 +101,7 @@ class Architecture:
     loss: Loss = Loss.MSE
     bias: bool = True
     gradient_mode: GradientMode = GradientMode.EXACT
+    dtype: Dtype = Dtype.FLOAT64
 
     def __post_init__(self):
         sizes = tuple(self.layer_sizes)
@@ -107,6 +119,9 @@ class Architecture:
         output = _enum_member(Activation, self.output_activation, "output_activation")
         loss = _enum_member(Loss, self.loss, "loss")
         mode = _enum_member(GradientMode, self.gradient_mode, "gradient_mode")
+        dtype = _enum_member(Dtype, self.dtype, "dtype")
+        if dtype is not Dtype.FLOAT64:  # until the kernels compile per dtype (issue 22)
+            raise InvalidArgument(f"dtype {dtype.name} is not served yet; use FLOAT64")
         if hidden not in HIDDEN_ACTIVATIONS:
             raise InvalidArgument(
                 f"hidden_activation {hidden.name} is for the output layer only; use SIGMOID, "
@@ -122,7 +137,8 @@ class Architecture:
                 f"not {output.name}; use LOSS_MSE for a {output.name} output"
             )
         for name, value in (("hidden_activation", hidden), ("output_activation", output),
-                            ("loss", loss), ("gradient_mode", mode), ("bias", bool(self.bias))):
+                            ("loss", loss), ("gradient_mode", mode), ("bias", bool(self.bias)),
+                            ("dtype", dtype)):
             object.__setattr__(self, name, value)
 
     @property
@@ -163,8 +179,9 @@ class Architecture:
         return kinds
 
     def work_buffers(self, rows: int) -> np.ndarray:
-        """Scratch for `rows` samples at once: nets, outputs, errors, deltas and targets."""
-        return np.zeros((5, rows * self.n_units), dtype=np.float64)
+        """Scratch for `rows` samples at once: nets, outputs, errors, deltas, targets, and the
+        rows' shares of a batch (sample weights; kernels.py's `s`)."""
+        return np.zeros((6, rows * self.n_units), dtype=self.dtype.numpy)
 
     def describe(self) -> str:
         sizes = "-".join(map(str, self.layer_sizes))
@@ -396,7 +413,7 @@ class Network:
         params = self.params.copy()
         grad, velocity = np.zeros_like(params), np.zeros_like(params)
         work = arch.work_buffers(1)
-        z, a, e, d, _ = work
+        z, a, e, d = work[:4]
         loss = jit.kernels_for(arch).step(params, velocity, grad, work, x, t, rate)
         if not np.isfinite(params).all():
             raise Diverged(f"learning_rate {learning_rate} makes the weights overflow; lower it")
@@ -421,10 +438,10 @@ class Network:
         x, t = self._one_sample(sample_input, target)
         params = self.params.copy()  # the finite differences move one parameter at a time
         analytic, velocity = np.zeros_like(params), np.zeros_like(params)
-        z, a, e, d, t_buf = arch.work_buffers(1)
+        z, a, e, d, t_buf, s = arch.work_buffers(1)
         # Learning rate 0: forward, loss and backward into `analytic`, no update. It also
         # leaves the sample in a and t_buf, where finite_differences reads it.
-        loss = kernels.iteration(params, velocity, analytic, z, a, e, d, t_buf, arch.layout,
+        loss = kernels.iteration(params, velocity, analytic, z, a, e, d, t_buf, s, arch.layout,
                                  arch.kinds, x, t, NO_ORDER, 0, 0, 1, 0.0, 0.0)
         if not np.isfinite(loss):
             raise InvalidArgument(f"the loss of this sample is {loss} at the model's weights; "

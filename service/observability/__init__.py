@@ -1,8 +1,8 @@
 """Observability: Prometheus metrics, the access log with request ids, OpenTelemetry traces.
 
 All three are off by default; `Observer.of(config, store)` is None then, and nothing here is on
-any call's path. When one is on, the call guard hands every handler it wraps (guard.py, at
-registration) to `Observer.wrap`, which returns the handler measured: per method, label values
+any call's path. When one is on, the call guard hands every handler it wraps (server/guard.py,
+at registration) to `Observer.wrap`, which returns the handler measured: per method, label values
 and counts bound once, here, not looked up per call. The engine and the store report through
 events.Events, which the Observer implements.
 

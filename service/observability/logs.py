@@ -4,7 +4,7 @@ access log (logger `jitnet.access`), and the request id that ties a call's lines
 With the access log on, each call has a request id: the client's `x-request-id` metadata when
 it sends a usable one (1-128 visible ASCII characters), else one made up; it is returned in the
 trailing metadata, and every log line written while the call runs carries it (text: a trailing
-`request_id=...`; JSON: a "request_id" key), the INTERNAL incidents of status.py included.
+`request_id=...`; JSON: a "request_id" key), protocols/status.py's INTERNAL incidents included.
 It lives in a context variable: grpc runs each call in a contextvars.Context of its own.
 """
 
@@ -27,7 +27,7 @@ _USABLE_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: nothing that fo
 
 def configure(level: str, log_format: str = "text", who: str = "") -> None:
     """Logs to stderr in the chosen format, unless the process set up logging already; `who`
-    (a worker's name, workers.py) goes into every line."""
+    (a worker's name, server/workers.py) goes into every line."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)

@@ -6,7 +6,7 @@ The network of a one-sample Predict takes about a microsecond; inside a busy ser
 or protobuf C call costs several (docs/benchmarks.md, "Serving"). So this path makes few: the
 request's numbers are copied into this thread's buffers for the model's current version, the
 kernel runs through its compiled entry point (bound once per buffer set, and again when the
-kernel room swaps in another tier: jit/), and the reply's bytes are written around the output
+kernel room swaps in another tier: engine/jit/), and the reply's bytes are written around the output
 buffer.
 
 Every form ends in the same packed numbers. grpc hands the handler the request as protobuf

@@ -1,8 +1,8 @@
 """grpc.health.v1 as jitnet serves it: NOT_SERVING while starting (kernels compiling, models
 loading), SERVING once ready, NOT_SERVING for good from the start of a drain. Health answers
-without a token and on threads of its own (guard.py), so probes always get through.
+without a token and on threads of its own (server/guard.py), so probes always get through.
 
-Each server process answers for itself: with several workers on one port (workers.py) a Check
+Each server process answers for itself: with several workers on one port (server/workers.py) a Check
 reaches one of them, and its trailing metadata `jitnet-worker-pid` says which.
 """
 

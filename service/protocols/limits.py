@@ -2,8 +2,8 @@
 
 Each check raises LimitExceeded (RESOURCE_EXHAUSTED) naming what was asked, the limit, its
 configured value and the flag and variable that change it. Requests over the message size and
-calls over the number at once are refused by grpc itself (server options, see server.py), whose
-messages name the sizes but not the setting; replies are checked here before they are sent.
+calls over the number at once are refused by grpc itself (server options, see server/lifecycle.py),
+whose messages name the sizes but not the setting; replies are checked here before they are sent.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
   * health Check runs on a thread pool of its own, so probes answer while every worker trains;
   * running handlers are counted, so shutdown knows whether any outlived the grace;
   * a handler marked `fastpath.may_return_bytes` may answer with its reply already encoded
-    (fastpath.py's one-sample Predict and one-row ModelInfer);
+    (protocols/fastpath.py's one-sample Predict and one-row ModelInfer);
   * with observability on (metrics, access log, traces), the handler is handed to the
     Observer, which measures it (observability/__init__.py); off, nothing of it is on the path.
 

@@ -15,13 +15,13 @@ Lifecycle:
              kernel call) gets EXIT_MARGIN_SECONDS more, then the process exits 0 without it:
              every commit is atomic, so that is as safe as a crash. A second signal cuts at once.
 
-At start, after warm-up, the kernel room (jit/) is set up from the settings and
+At start, after warm-up, the kernel room (engine/jit/) is set up from the settings and
 loads the specialised kernels of stored models' architectures from its cache (or queues their
 compile): a restart is warm.
 
 The other rooms of the server: guard.py wraps every handler (malformed requests, health's own
-threads, the count of running calls), health.py is grpc.health.v1 with a drain, observability/
-has the metrics endpoint, the access log and traces (each off unless configured).
+threads, the count of running calls), protocols/health.py is grpc.health.v1 with a drain,
+observability/ has the metrics endpoint, the access log and traces (each off unless configured).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from ..protocols.inference.servicer import SERVICE_NAME as INFERENCE_SERVICE_NAM
 from ..protocols.inference.servicer import InferenceServicer
 from ..protocols.jitnet_v1.servicer import NetworkServicer
 from ..store import LoadReport, ModelStore, open_store
+from ..web import WebServer
+from ..web import for_config as web_for_config
 from .auth import BearerTokenInterceptor
 from .guard import CallGuard, Registering
 from .warmup import warm_up as default_warm_up
@@ -97,6 +99,7 @@ class ServerHandle:
     startup_error: BaseException | None = None
     stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     listen: Callable[[], int] | None = None  # a worker binds its shared port once ready
+    web: WebServer | None = None  # the playground page (--web-port), a client of `port`
 
     @property
     def metrics_port(self) -> int | None:
@@ -116,6 +119,8 @@ class ServerHandle:
                 self.server.start()
             return self
         self.server.start()
+        if self.web is not None:  # answers at once; its calls get UNAVAILABLE until SERVING
+            self.web.start()
         threading.Thread(target=self._start_up, name="jitnet-startup", daemon=True).start()
         return self
 
@@ -194,8 +199,14 @@ class ServerHandle:
         the configured grace), then cut them. Returns the event set once fully stopped."""
         self.stopping.set()
         self.health.enter_graceful_shutdown()
+        if self.web is not None:  # no new page requests; its calls in flight get the grace
+            self.web.stop_listening()
         stopped = self.server.stop(self.config.grace_seconds if grace is None else grace)
         self.health.end_watches()  # after stop(): a client's renewed Watch is refused
+        if self.web is not None:
+            web = self.web
+            threading.Thread(target=lambda: stopped.wait() and web.close(),
+                             name="jitnet-web-close", daemon=True).start()
         if self.observer is not None:  # /metrics answers until the last call has ended
             observer = self.observer
             threading.Thread(target=lambda: stopped.wait() and observer.close(),
@@ -238,7 +249,7 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
 
     ready = threading.Event()
     # Both protocols on one port, through the same guard, the same store and limits, and the
-    # same readiness: jitnet.v1 and the Open Inference Protocol (inference_servicer.py).
+    # same readiness: jitnet.v1 and the Open Inference Protocol (protocols/inference/).
     health_servicer = health.HealthServicer([SERVICE_NAME, INFERENCE_SERVICE_NAME])
     jitnet_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(store, lim, ready, observer or QUIET), guarded)
@@ -267,17 +278,31 @@ def create_server(config: Config, *, warm_up: Callable[[], object] = default_war
         except OSError as exc:
             raise RuntimeError(f"could not serve metrics on {config.host}:"
                                f"{config.metrics_port}: {exc}") from None
-    if reuse_port:  # a worker: the parent chose the port; bound once ready (start)
+    if reuse_port:  # a worker: the parent chose the port (and serves any page); bound once
         return ServerHandle(server, config.port, config, store, health_servicer, ready,
                             warm_up, calls, observer, listen=listen)
     try:
         port = listen()
+        try:
+            web = _page(config, port)
+        except RuntimeError:
+            server.stop(0)  # frees the gRPC port again
+            raise
     except RuntimeError:
         if observer is not None:
             observer.close()
         raise
     return ServerHandle(server, port, config, store, health_servicer, ready, warm_up, calls,
-                        observer)
+                        observer, web=web)
+
+
+def _page(config: Config, port: int) -> WebServer | None:
+    """The playground page on --web-host:--web-port, calling this server's port."""
+    try:
+        return web_for_config(config, port)
+    except OSError as exc:
+        raise RuntimeError(f"could not serve the page on {config.web_host}:{config.web_port}: "
+                           f"{exc}") from None
 
 
 def serve(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
@@ -311,6 +336,8 @@ def serve(config: Config, *, warm_up: Callable[[], object] = default_warm_up,
     _LOGGER.info("listening on %s:%d (%s, store %s, %d threads, auth %s)", config.host,
                  handle.port, "TLS" if config.tls else "plaintext", handle.store.location,
                  config.threads, "bearer token" if config.auth_token else "off")
+    if handle.web is not None:
+        _LOGGER.info("the playground page: %s", handle.web.url)
     if handle.observer is not None:
         _LOGGER.info("observability: metrics %s, access log %s, tracing %s",
                      f"on http://{config.host}:{handle.metrics_port}/metrics"

@@ -7,16 +7,17 @@ compiled code from disk in well under a second or two.
 
 Numba compiles one specialisation per argument *type* (dtype, ndim, layout, read-only flag), so
 warm-up makes the servicers' own calls with the very array types they pass: a store record
-(read-only parameters and velocity) through the prediction entry (prediction.py) and the
-one-sample fast paths (fastpath.py, both protocols), the Open Inference Protocol's decoding
-(inference_convert.py, FP64 and FP32, raw and typed), `record.network.step`,
-`.check_gradients` and `training.train`; tensors decoded by convert.py (whichever wire form;
-Predict's as read-only views); the repeated fields of Step and CheckGradients; Train with
-and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths;
+(read-only parameters) through the prediction entry (protocols/prediction.py) and
+the one-sample fast paths (protocols/fastpath.py, both protocols), the Open Inference Protocol's
+decoding (protocols/inference/convert.py, FP64 and FP32, raw and typed), `record.network.step`,
+`.check_gradients` and `training.train`; tensors decoded by protocols/jitnet_v1/convert.py
+(whichever wire form; Predict's as read-only views); the repeated fields of Step and CheckGradients;
+Train with and without shuffling and momentum, batch 1 and a batch big enough for the BLAS paths,
+with Adam and AdamW, sample weights and validation rows;
 Predict with row counts going up and down. Nothing here touches disk.
 tests/server/test_warmup.py checks that no call compiles anything after it.
 
-These are the generic (tier-0) kernels. An architecture's own kernels (tier 1, jit/) are not
+These are the generic (tier-0) kernels. An architecture's own kernels (tier 1, engine/jit/) are not
 compiled here: the server compiles them per architecture in a process of its own, after start.
 """
 
@@ -34,6 +35,7 @@ from jitnet.v1 import jitnet_pb2 as pb
 from ..config import Limits
 from ..engine import training
 from ..engine.model import Activation, Architecture, GradientMode, Init, initial_parameters
+from ..engine.optimizers import Optimizer
 from ..protocols import fastpath, prediction
 from ..protocols.inference import convert as inference_convert
 from ..protocols.jitnet_v1 import convert
@@ -47,12 +49,10 @@ _SHAPES = ((2, 3, 1), (64, 64, 10))
 
 
 def _record(arch: Architecture) -> ModelRecord:
-    """A record as the store hands them out: read-only parameters and velocity."""
+    """A record as the store hands them out: read-only parameters."""
     params = initial_parameters(arch, Init.XAVIER, 0)
     params.setflags(write=False)
-    velocity = np.zeros_like(params)
-    velocity.setflags(write=False)
-    return ModelRecord("warm-up", arch, 1, 0, 0, 0.0, 0, 0, params, velocity)
+    return ModelRecord("warm-up", arch, 1, 0, 0, 0.0, 0, 0, params)
 
 
 def _decoded(array: np.ndarray, raw: bool, read_only: bool = False) -> np.ndarray:
@@ -104,7 +104,17 @@ def _exercise(sizes, bias: bool, mode: GradientMode, output: Activation,
                                      (32, False, 0.5)):
         options = training.TrainOptions(epochs=2, learning_rate=0.01, batch_size=batch,
                                         momentum=momentum, shuffle=shuffle, seed=1)
-        for _ in training.train(record.network, x, t, options, velocity=record.velocity):
+        for _ in training.train(record.network, x, t, options, state=record.optimizer):
+            pass
+    # The batch path's other optimizers, sample weights and validation (one epoch at a time,
+    # evaluate_rows), as a Train decodes them.
+    weights = convert.vector(rng.random(40).tolist())
+    for batch, optimizer in ((1, Optimizer.ADAM), (32, Optimizer.ADAMW)):
+        options = training.TrainOptions(epochs=2, learning_rate=0.01, batch_size=batch,
+                                        optimizer=optimizer, weight_decay=0.01,
+                                        validation_fraction=0.25, shuffle=True, seed=1)
+        for _ in training.train(record.network, x, t, options, state=record.optimizer,
+                                sample_weights=weights):
             pass
 
 

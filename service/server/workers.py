@@ -1,7 +1,8 @@
 """Several server processes on one port: `jitnet serve --workers N` (or `auto`, one per core).
 
 The parent serves nothing itself. It takes the port, starts N workers (each a whole server:
-`python -m jitnet.service.server.workers`, running server.run with the parent's settings), and then:
+`python -m jitnet.service.server.workers`, running lifecycle.serve with the parent's
+settings), and then:
 
   * a worker that exits is started again (after a pause that grows while it keeps failing);
     more than MAX_DEATHS deaths within DEATH_WINDOW_SECONDS means something is wrong with every
@@ -19,9 +20,10 @@ A single server keeps SO_REUSEPORT off, so that a second one on a taken port fai
 checks the same before it starts any worker, then keeps a socket bound to the port (not
 listening: it takes no connections) so that no other program takes it while a worker restarts.
 
-Each worker's health answers for that worker (health.py names its pid in the trailing
+Each worker's health answers for that worker (protocols/health.py names its pid in the trailing
 metadata), and its log lines carry its number. With --metrics-port P, worker i serves its own
-/metrics on port P + i (Prometheus scrapes each; docs/operations.md).
+/metrics on port P + i (Prometheus scrapes each; docs/operations.md). With --web-port, the
+parent serves the playground page, whose API calls the shared port like any client.
 """
 
 from __future__ import annotations
@@ -67,10 +69,26 @@ def run(config: Config) -> int:
     except OSError as exc:
         _LOGGER.critical("cannot start: %s:%d: %s", config.host, config.port, exc)
         return 1
+    page = None
+    if config.web_port is not None:  # the parent serves the page; it calls the shared port
+        from ..web import for_config
+        try:
+            page = for_config(config, port)
+        except OSError as exc:
+            reservation.close()
+            _LOGGER.critical("cannot serve the page on %s:%d: %s", config.web_host,
+                             config.web_port, exc)
+            return 1
     parent = _Parent(config, port)
     try:
+        if page is not None:
+            page.start()
+            _LOGGER.info("the playground page: %s (served by the parent, calling the "
+                         "workers' port)", page.url)
         return parent.run()
     finally:
+        if page is not None:
+            page.close()
         reservation.close()
 
 
@@ -150,7 +168,8 @@ class _Parent:
 
     def _start(self, index: int) -> None:
         env = dict(os.environ, **self.config.to_env())
-        env.update(JITNET_PORT=str(self.port), JITNET_WORKERS="1")
+        # The page is the parent's (run); a worker serves gRPC only.
+        env.update(JITNET_PORT=str(self.port), JITNET_WORKERS="1", JITNET_WEB_PORT="")
         if self.config.metrics_port:  # one /metrics per worker: the port, then the next ones
             env["JITNET_METRICS_PORT"] = str(self.config.metrics_port + index)
         proc = subprocess.Popen(

@@ -41,11 +41,14 @@ import functools
 import re
 import secrets
 import time
+import types
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from ..engine.model import Architecture, Network
+from ..engine.optimizers import NO_STATE, OptimizerState
 from ..errors import FailedPrecondition, InvalidArgument, LeaseLost, NotFound
 from ..events import QUIET, Events
 
@@ -70,15 +73,27 @@ def new_id() -> str:
     return "model-" + secrets.token_hex(6)
 
 
-def frozen(array) -> np.ndarray:
-    """A read-only contiguous 1-D float64 array; takes ownership of a fresh one, else copies."""
-    if (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.ndim == 1
+def frozen(array, dtype=np.float64) -> np.ndarray:
+    """A read-only contiguous 1-D array of `dtype`; takes ownership of a fresh one, else
+    copies."""
+    if (isinstance(array, np.ndarray) and array.dtype == dtype and array.ndim == 1
             and array.flags.c_contiguous and array.flags.owndata):
         out = array
     else:
-        out = np.array(array, dtype=np.float64, copy=True).ravel()
+        out = np.array(array, dtype=dtype, copy=True).ravel()
     out.setflags(write=False)
     return out
+
+
+def frozen_state(state: OptimizerState, dtype) -> OptimizerState:
+    """The state with its arrays frozen (fresh ones in place, others copied)."""
+    if state.optimizer is None:
+        return NO_STATE
+    return dataclasses.replace(state, arrays=tuple(frozen(a, dtype) for a in state.arrays))
+
+
+def frozen_metadata(metadata: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return types.MappingProxyType(dict(sorted((metadata or {}).items())))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,28 +108,36 @@ class ModelRecord:
     last_loss: float
     create_time_ns: int
     update_time_ns: int
-    params: np.ndarray
-    velocity: np.ndarray  # SGD momentum state, the shape of params
+    params: np.ndarray  # the engine's flat buffer, in arch.dtype
+    optimizer: OptimizerState = NO_STATE  # committed with the weights; its arrays like params
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=frozen_metadata)
 
     @classmethod
-    def first_version(cls, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
-        """Version 1 of a new model: these parameters (frozen), no velocity, nothing trained."""
+    def first_version(cls, model_id: str, arch: Architecture, params: np.ndarray,
+                      metadata: Mapping[str, str] | None = None) -> ModelRecord:
+        """Version 1 of a new model: these parameters (frozen), no optimizer state, nothing
+        trained, the creator's metadata."""
         now = time.time_ns()
-        params = frozen(params)
-        velocity = np.zeros_like(params)
-        velocity.setflags(write=False)
-        return cls(model_id, arch, 1, 0, 0, 0.0, now, now, params, velocity)
+        return cls(model_id, arch, 1, 0, 0, 0.0, now, now, frozen(params, arch.dtype.numpy),
+                   NO_STATE, frozen_metadata(metadata))
 
-    def next_version(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+    def next_version(self, params: np.ndarray, optimizer: OptimizerState, *, last_loss: float,
                      epochs_trained: int | None, iterations: int | None) -> ModelRecord:
-        """Version + 1 with these arrays (frozen: fresh ones in place, others copied) and
-        counters (None: unchanged), as a Lease commits it."""
+        """Version + 1 with these parameters and optimizer state (frozen: fresh arrays in
+        place, others copied) and counters (None: unchanged), as a Lease commits it."""
+        dtype = self.arch.dtype.numpy
         return dataclasses.replace(
             self, version=self.version + 1,
             epochs_trained=self.epochs_trained if epochs_trained is None else int(epochs_trained),
             iterations=self.iterations if iterations is None else int(iterations),
             last_loss=float(last_loss), update_time_ns=max(time.time_ns(), self.update_time_ns),
-            params=frozen(params), velocity=frozen(velocity))
+            params=frozen(params, dtype), optimizer=frozen_state(optimizer, dtype))
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """SGD's momentum buffer to continue from (a fresh copy; zeros when the stored state is
+        not SGD's)."""
+        return self.optimizer.velocity(self.params)
 
     @functools.cached_property
     def network(self) -> Network:
@@ -135,10 +158,11 @@ class Lease(abc.ABC):
     record: ModelRecord  # the newest committed version, updated by each commit
 
     @abc.abstractmethod
-    def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+    def commit(self, params: np.ndarray, optimizer: OptimizerState, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
-        """Stores version + 1 durably, then makes it the served version, and returns it.
-        Counters are the new totals (None: unchanged). Takes ownership of the arrays.
+        """Stores version + 1 (these parameters and this optimizer state) durably, then makes
+        it the served version, and returns it. Counters are the new totals (None: unchanged).
+        Takes ownership of the arrays.
         LeaseLost, storing nothing, once the lease was released or lost."""
 
     @abc.abstractmethod
@@ -206,8 +230,10 @@ class ModelStore(abc.ABC):
         """Every model id, sorted."""
 
     @abc.abstractmethod
-    def create(self, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
-        """Version 1 of a new model; AlreadyExists when the id is taken."""
+    def create(self, model_id: str, arch: Architecture, params: np.ndarray,
+               metadata: Mapping[str, str] | None = None) -> ModelRecord:
+        """Version 1 of a new model, with its creator's metadata; AlreadyExists when the id
+        is taken."""
 
     @abc.abstractmethod
     def lease(self, model_id: str) -> Lease:

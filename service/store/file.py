@@ -1,4 +1,4 @@
-"""The file store, the embedded default: one directory, one file per model (store.ModelStore).
+"""The file store, the embedded default: one directory, one file per model (base.ModelStore).
 
 Layout of the data directory:
 
@@ -8,7 +8,7 @@ Layout of the data directory:
     .tmp-<id>-<pid>-<rand>  a write in progress; a crash can leave one behind, it is cleaned up
 
 A model file is one version in model_format's encoding (magic, format version, metadata,
-parameters, velocity, sha256), the same bytes the PostgreSQL store keeps in a row.
+parameters, optimizer state, sha256), the same bytes the PostgreSQL store keeps in a row.
 
 Writes go to a temp file in the same directory, are fsynced, renamed over the old file
 (os.replace, or os.link for a create so two creators cannot both win) and the directory is
@@ -34,24 +34,23 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from ..engine.model import Architecture
+from ..engine.optimizers import OptimizerState
 from ..errors import AlreadyExists, Busy, DiskFull, FailedPrecondition, NotFound, StorageFailed
 from . import model_format
 from .base import Lease, LoadReport, ModelRecord, ModelStore, is_valid_id, validate_id
-from .model_format import FORMAT_VERSION, HEADER, MAGIC  # noqa: F401 - the file's format
+from .model_format import FORMAT_VERSION, HEADER, HEADER_V1, MAGIC  # noqa: F401 - the format
 
 _LOGGER = logging.getLogger(__name__)
 
-_HEADER = HEADER
 SUFFIX = ".jitnet"
 _TMP_PREFIX = ".tmp-"
 _LOCK_DIR = ".locks"
-_F8 = np.dtype("<f8")
 
 
 class _Signature(NamedTuple):
@@ -229,11 +228,12 @@ class FileStore(ModelStore):
 
     # -- writing --------------------------------------------------------------------------------
 
-    def create(self, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
+    def create(self, model_id: str, arch: Architecture, params: np.ndarray,
+               metadata: Mapping[str, str] | None = None) -> ModelRecord:
         """Version 1 of a new model. AlreadyExists when the id is taken, also by a model
         another process created a moment ago."""
         validate_id(model_id)
-        record = ModelRecord.first_version(model_id, arch, params)
+        record = ModelRecord.first_version(model_id, arch, params, metadata)
         path = self._path(model_id)
         if os.path.exists(path):
             raise AlreadyExists(f"model '{model_id}' already exists; pick another id, or "
@@ -386,14 +386,14 @@ class FileLease(Lease):
         self._fd = fd
         self.record = record  # the newest committed version
 
-    def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+    def commit(self, params: np.ndarray, optimizer: OptimizerState, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
         """Writes version + 1 durably, then makes it the served version. Counters are the new
         totals (None: unchanged). Takes ownership of the arrays (fresh ones are frozen in
         place, others copied)."""
         if self._fd < 0:
             raise self.released_error()
-        record = self.record.next_version(params, velocity, last_loss=last_loss,
+        record = self.record.next_version(params, optimizer, last_loss=last_loss,
                                           epochs_trained=epochs_trained, iterations=iterations)
         began = time.perf_counter()
         self._store._commit(record)
@@ -437,14 +437,4 @@ def _read(path: str, model_id: str) -> tuple[ModelRecord, _Signature]:
     can act on."""
     with open(path, "rb") as f:
         signature = _Signature.of(os.fstat(f.fileno()))
-        header = f.read(_HEADER.size)
-        meta_len, count = model_format.sizes(header, signature.size)
-        meta_bytes = f.read(meta_len)
-        params = np.empty(count, dtype=_F8)
-        velocity = np.empty(count, dtype=_F8)
-        if (len(meta_bytes) != meta_len or f.readinto(params) != params.nbytes
-                or f.readinto(velocity) != velocity.nbytes):
-            raise _Unreadable("truncated while reading")
-        stored_digest = f.read(model_format.DIGEST_SIZE)
-    return model_format.record_of(header, meta_bytes, params, velocity, stored_digest,
-                                  model_id), signature
+        return model_format.read(f, signature.size, model_id), signature

@@ -1,5 +1,5 @@
 """The PostgreSQL store: models in one database that servers on many hosts share
-(store.ModelStore), selected by a postgresql:// DSN (`--store` / JITNET_STORE).
+(base.ModelStore), selected by a postgresql:// DSN (`--store` / JITNET_STORE).
 
 Schema, version 1 (created, or migrated from an older version, by the first server that opens
 the database: `open()`, under an advisory lock so that servers starting together agree):
@@ -56,7 +56,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import psycopg
@@ -64,6 +64,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool
 
 from ..engine.model import Architecture
+from ..engine.optimizers import OptimizerState
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -336,9 +337,10 @@ class PostgresStore(ModelStore):
 
     # -- writing --------------------------------------------------------------------------------
 
-    def create(self, model_id: str, arch: Architecture, params: np.ndarray) -> ModelRecord:
+    def create(self, model_id: str, arch: Architecture, params: np.ndarray,
+               metadata: Mapping[str, str] | None = None) -> ModelRecord:
         validate_id(model_id)
-        record = ModelRecord.first_version(model_id, arch, params)
+        record = ModelRecord.first_version(model_id, arch, params, metadata)
         body = model_format.encode(record)
         with _database_errors(self, f"creating model '{model_id}'"):
             with self._connection() as conn, conn.transaction():
@@ -570,11 +572,11 @@ class PostgresLease(Lease):
         self.released = False
         self.lost = False  # the renewer or a commit found it expired (logged once)
 
-    def commit(self, params: np.ndarray, velocity: np.ndarray, *, last_loss: float,
+    def commit(self, params: np.ndarray, optimizer: OptimizerState, *, last_loss: float,
                epochs_trained: int | None = None, iterations: int | None = None) -> ModelRecord:
         if self.released:
             raise self.released_error()
-        record = self.record.next_version(params, velocity, last_loss=last_loss,
+        record = self.record.next_version(params, optimizer, last_loss=last_loss,
                                           epochs_trained=epochs_trained, iterations=iterations)
         self._store._commit(self, record)
         self.record = record

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from jitnet.service.store.file import _HEADER, FORMAT_VERSION, MAGIC
+from jitnet.service.store.file import FORMAT_VERSION, HEADER_V1, MAGIC
 from jitnet.v1 import jitnet_pb2 as pb
 from tests.support.rpc import (
     SERVING,
@@ -34,11 +34,12 @@ pytestmark = pytest.mark.slow
 
 
 def _file(meta: dict | bytes, params: int, *, count: int | None = None,
-          version: int = FORMAT_VERSION, magic: bytes = MAGIC, good_digest: bool = True) -> bytes:
-    """A model file built by hand: header, metadata, parameters, momentum, sha256."""
+          version: int = 1, magic: bytes = MAGIC, good_digest: bool = True) -> bytes:
+    """A model file of format version 1 built by hand (header, metadata, parameters, momentum,
+    sha256): what servers wrote before turn 3, and still read."""
     text = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
     text += b" " * (-len(text) % 8)
-    body = (_HEADER.pack(magic, version, len(text), params if count is None else count) + text
+    body = (HEADER_V1.pack(magic, version, len(text), params if count is None else count) + text
             + struct.pack(f"<{2 * params}d", *([0.5] * (2 * params))))
     digest = hashlib.sha256(body).digest()
     return body + (digest if good_digest else bytes(32))

@@ -78,7 +78,7 @@ def test_termination_grace_outlasts_prestop_and_the_servers_drain(pod):
     container = _container(pod)
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace = float(_env(container)["JITNET_GRACE_SECONDS"]["value"])
-    exit_margin = 1.0  # service/server.py EXIT_MARGIN_SECONDS
+    exit_margin = 1.0  # service/server/lifecycle.py EXIT_MARGIN_SECONDS
     assert pause >= 1
     assert pod["terminationGracePeriodSeconds"] > pause + grace + exit_margin
 

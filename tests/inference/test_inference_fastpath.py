@@ -25,8 +25,7 @@ Output = oip.ModelInferRequest.InferRequestedOutputTensor
 def _record(sizes, version=1, seed=0, model_id="m") -> ModelRecord:
     arch = Architecture(tuple(sizes), output_activation=Activation.SOFTMAX)
     params = frozen(initial_parameters(arch, Init.HE, seed))
-    return ModelRecord(model_id, arch, version, 0, 0, 0.0, 0, 0, params,
-                       frozen(np.zeros_like(params)))
+    return ModelRecord(model_id, arch, version, 0, 0, 0.0, 0, 0, params)
 
 
 WIRE = {"FP64": "<f8", "FP32": "<f4"}

@@ -75,12 +75,12 @@ def test_predicts_ask_for_tier_1_after_the_setting(room, compiled):
 def test_a_train_call_keeps_its_tier_when_another_is_swapped_in(tier1_dir, monkeypatch):
     tiers = []
     for cls in (GenericKernels, SpecialisedKernels):
-        original = cls.train_epochs
+        original = cls.sample_epochs
 
         def recording(self, *args, _original=original):
             tiers.append(self.tier)
             return _original(self, *args)
-        monkeypatch.setattr(cls, "train_epochs", recording)
+        monkeypatch.setattr(cls, "sample_epochs", recording)
     net = Network.initialise(XOR, Init.UNIFORM, seed=4)
     jit.room.configure(jit.Mode.OFF)
     try:

@@ -55,12 +55,12 @@ def test_the_base_listens_to_nothing_and_is_every_stores_default():
 def test_commits_and_refused_leases(recorded):
     store, recorder = recorded
     with store.lease("m") as lease:
-        lease.commit(lease.record.params.copy(), lease.record.velocity.copy(), last_loss=0.5)
+        lease.commit(lease.record.params.copy(), lease.record.optimizer, last_loss=0.5)
         with pytest.raises(Busy):
             store.lease("m")
         with pytest.raises(Busy):
             store.delete("m")
-        lease.commit(lease.record.params.copy(), lease.record.velocity.copy(), last_loss=0.4)
+        lease.commit(lease.record.params.copy(), lease.record.optimizer, last_loss=0.4)
     assert recorder.seen == [("committed", "m", 2, True), ("lease_refused", "m"),
                              ("lease_refused", "m"), ("committed", "m", 3, True)]
 
@@ -75,7 +75,7 @@ def test_failed_writes_name_their_kind(recorded, monkeypatch, code, error, kind)
 
     monkeypatch.setattr(store_module.os, "fsync", failing)
     with store.lease("m") as lease, pytest.raises(error):
-        lease.commit(lease.record.params.copy(), lease.record.velocity.copy(), last_loss=0.5)
+        lease.commit(lease.record.params.copy(), lease.record.optimizer, last_loss=0.5)
     assert recorder.seen == [("store_failed", "m", kind)]  # and no commit
 
 

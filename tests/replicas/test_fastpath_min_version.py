@@ -19,7 +19,7 @@ BIG = 1 << 30
 def _record(version: int) -> ModelRecord:
     arch = Architecture((2, 4, 1))
     params = frozen(initial_parameters(arch, Init.HE, 0))
-    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params, frozen(np.zeros_like(params)))
+    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params)
 
 
 def _request(min_version: int, model_id: str = "m") -> pb.PredictRequest:

@@ -1,4 +1,4 @@
-"""The error table (service/status.py) through a real in-process server: NOT_FOUND,
+"""The error table (service/protocols/status.py) through a real in-process server: NOT_FOUND,
 ALREADY_EXISTS, FAILED_PRECONDITION for a diverging Train, ABORTED while another call trains,
 INTERNAL (logged, telling the caller nothing of the bug) for anything unexpected. Malformed
 requests (INVALID_ARGUMENT) are tested in tests/validation, limits (RESOURCE_EXHAUSTED) in

@@ -26,7 +26,7 @@ BIG = 1 << 30
 def _record(sizes, version=1, seed=0, output=Activation.SOFTMAX) -> ModelRecord:
     arch = Architecture(tuple(sizes), output_activation=output)
     params = frozen(initial_parameters(arch, Init.HE, seed))
-    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params, frozen(np.zeros_like(params)))
+    return ModelRecord("m", arch, version, 0, 0, 0.0, 0, 0, params)
 
 
 def _request(x, raw=True) -> pb.PredictRequest:

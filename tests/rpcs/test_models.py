@@ -63,6 +63,27 @@ def test_get_model_with_and_without_weights_values_and_raw(stub):
     np.testing.assert_array_equal(array(values.layers[1].weights), ARTICLE_OUTPUT)
 
 
+def test_metadata_is_kept_and_the_optimizer_named_once_it_has_state(stub):
+    created = stub.CreateModel(pb.CreateModelRequest(
+        model_id="meta", architecture=pb.Architecture(layer_sizes=[2, 2, 1]),
+        metadata={"classes": "[0, 1]", "source": "sklearn 1.9"}), timeout=TIMEOUT).model
+    assert dict(created.metadata) == {"classes": "[0, 1]", "source": "sklearn 1.9"}
+    assert created.optimizer == pb.OPTIMIZER_UNSPECIFIED  # no state yet
+    stub.Step(pb.StepRequest(model_id="meta", input=[0, 1], target=[1], learning_rate=0.1),
+              timeout=TIMEOUT)
+    stepped = stub.GetModel(pb.GetModelRequest(model_id="meta"), timeout=TIMEOUT).model
+    assert stepped.optimizer == pb.OPTIMIZER_UNSPECIFIED  # a Step keeps the state as it was
+    for _ in stub.Train(pb.TrainRequest(model_id="meta", inputs=tensor([[0.0, 1.0]]),
+                                        targets=tensor([[1.0]]), epochs=2, learning_rate=0.1,
+                                        momentum=0.5), timeout=TIMEOUT):
+        pass
+    trained = stub.GetModel(pb.GetModelRequest(model_id="meta"), timeout=TIMEOUT).model
+    assert trained.optimizer == pb.OPTIMIZER_SGD and trained.version == 3  # one commit, at the end
+    assert dict(trained.metadata) == dict(created.metadata)  # kept by every commit
+    listed = {m.id: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=TIMEOUT).models}
+    assert dict(listed["meta"].metadata) == dict(created.metadata)
+
+
 def test_list_models_pages_in_id_order(stub):
     ids = [f"m{k:02d}" for k in range(7)]
     for model_id in reversed(ids):

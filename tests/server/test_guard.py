@@ -1,4 +1,4 @@
-"""The call guard (service/guard.py): the grpc internals it relies on (when a grpcio upgrade
+"""The call guard (service/server/guard.py): the grpc internals it relies on (when a grpcio upgrade
 changes one of them, these fail, naming it), and unknown methods. Its behaviour through real
 servers is tested where each feature is: malformed requests in tests/validation, health on its
 own threads in test_health.py, the drain's count of calls in tests/drain."""

@@ -1,4 +1,4 @@
-"""The store contract (service/store.py), run against every implementation in backends.py.
+"""The store contract (service/store/base.py), run against every implementation in backends.py.
 
 What the servicers rely on, whichever store holds the models: versions, leases, visibility to
 other servers (threads, instances and processes), and one damaged model failing alone.
@@ -23,6 +23,7 @@ from jitnet.service.engine.model import (
     Loss,
     initial_parameters,
 )
+from jitnet.service.engine.optimizers import NO_STATE, Optimizer, OptimizerState
 from jitnet.service.errors import (
     AlreadyExists,
     Busy,
@@ -61,30 +62,35 @@ def store(backend):
 
 def test_create_makes_version_1_and_get_returns_it_exactly(store, backend):
     params = _params()
-    created = store.create("m", ARCH, params.copy())
+    created = store.create("m", ARCH, params.copy(), {"classes": "[0, 1]", "from": "test"})
     assert (created.id, created.version, created.epochs_trained, created.iterations) == (
         "m", 1, 0, 0)
     assert created.create_time_ns == created.update_time_ns > 0
     for seen in (store.get("m"), backend.store().get("m")):  # this server and another
         assert seen.arch == ARCH and seen.version == 1
         assert seen.params.tobytes() == params.tobytes()
-        assert seen.velocity.tobytes() == np.zeros(ARCH.n_params).tobytes()
+        assert seen.optimizer.optimizer is None and seen.optimizer.arrays == ()
+        assert dict(seen.metadata) == {"classes": "[0, 1]", "from": "test"}
         assert seen.create_time_ns == created.create_time_ns
 
 
 def test_records_are_immutable(store):
-    store.create("m", ARCH, _params())
+    store.create("m", ARCH, _params(), {"k": "v"})
+    with store.lease("m") as lease:
+        lease.commit(_params(1), _adam_state(), last_loss=1.0)
     held = store.get("m")
     snapshot = held.params.copy()
-    for array in (held.params, held.velocity):
+    for array in (held.params, *held.optimizer.arrays):
         assert not array.flags.writeable
         with pytest.raises(ValueError):
             array[0] = 1.0
+    with pytest.raises(TypeError):
+        held.metadata["k"] = "changed"
     with store.lease("m") as lease:
-        lease.commit(held.params + 1.0, held.velocity, last_loss=1.0)
-    assert (held.params == snapshot).all() and held.version == 1
+        lease.commit(held.params + 1.0, held.optimizer, last_loss=1.0)
+    assert (held.params == snapshot).all() and held.version == 2
     assert held.network is held.network  # one Network per version
-    assert store.get("m").version == 2
+    assert store.get("m").version == 3
 
 
 def test_create_refuses_a_taken_id_also_from_another_server(store, backend):
@@ -159,11 +165,12 @@ def test_ids_are_sorted_and_pages_continue_in_order(store, backend):
 def test_commits_make_versions_with_their_counters(store, backend):
     store.create("m", ARCH, _params())
     velocity = np.linspace(-1, 1, ARCH.n_params)
+    adam = _adam_state()
     with store.lease("m") as lease:
         assert lease.record.version == 1
-        second = lease.commit(_params(1), velocity, last_loss=0.25, epochs_trained=3,
-                              iterations=12)
-        third = lease.commit(_params(2), velocity, last_loss=0.125)
+        second = lease.commit(_params(1), OptimizerState.sgd(velocity), last_loss=0.25,
+                              epochs_trained=3, iterations=12)
+        third = lease.commit(_params(2), adam, last_loss=0.125)
         assert lease.record is third
     assert (second.version, second.epochs_trained, second.iterations, second.last_loss) == (
         2, 3, 12, 0.25)
@@ -174,7 +181,11 @@ def test_commits_make_versions_with_their_counters(store, backend):
     loaded = restarted.get("m")
     assert (loaded.version, loaded.last_loss, loaded.epochs_trained) == (3, 0.125, 3)
     assert loaded.params.tobytes() == _params(2).tobytes()
-    assert loaded.velocity.tobytes() == velocity.tobytes()
+    assert (loaded.optimizer.optimizer, loaded.optimizer.steps) == (Optimizer.ADAM, 7)
+    for stored, sent in zip(loaded.optimizer.arrays, adam.arrays, strict=True):
+        assert stored.tobytes() == sent.tobytes()
+    assert second.velocity.tobytes() == velocity.tobytes()  # SGD's buffer, as Train reads it
+    assert loaded.velocity.tobytes() == np.zeros(ARCH.n_params).tobytes()  # not SGD's state
 
 
 def test_one_lease_at_a_time_across_threads_and_servers(store, backend):
@@ -199,7 +210,7 @@ def test_leases_of_different_models_are_independent(store):
     store.create("a", ARCH, _params())
     store.create("b", ARCH, _params())
     with store.lease("a"), store.lease("b") as b:
-        assert b.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0).version == 2
+        assert b.commit(_params(1), NO_STATE, last_loss=1.0).version == 2
 
 
 def test_a_released_lease_cannot_commit(store, backend):
@@ -207,7 +218,7 @@ def test_a_released_lease_cannot_commit(store, backend):
     lease = store.lease("m")
     lease.release()
     with pytest.raises(LeaseLost, match="'m'.*nothing was stored"):
-        lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0)
+        lease.commit(_params(1), NO_STATE, last_loss=1.0)
     assert store.get("m").version == 1
     assert backend.store().get("m").params.tobytes() == _params().tobytes()
 
@@ -229,7 +240,7 @@ def test_another_server_sees_commits_and_deletes_within_the_bound(store, backend
     wait_for(lambda: "m" in other.ids(), backend.visible_within, 0.01, "the new model")
     assert other.get("m").version == 1
     with store.lease("m") as lease:
-        lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5)
+        lease.commit(_params(1), NO_STATE, last_loss=0.5)
     wait_for(lambda: other.get("m").version == 2, backend.visible_within, 0.01, "the commit")
     assert other.get("m").params.tobytes() == _params(1).tobytes()
     store.delete("m")
@@ -249,6 +260,7 @@ _OTHER_PROCESS = textwrap.dedent("""
     import numpy as np
     from jitnet.service.errors import Busy
     from jitnet.service.engine.model import Architecture, Init, initial_parameters
+    from jitnet.service.engine.optimizers import NO_STATE
     from jitnet.service.store import open_store
 
     store = open_store(sys.argv[1])
@@ -256,7 +268,7 @@ _OTHER_PROCESS = textwrap.dedent("""
     arch = Architecture((2, 3, 1))
     record = store.create("from-afar", arch, initial_parameters(arch, Init.XAVIER, 7))
     with store.lease("from-afar") as lease:
-        lease.commit(record.params * 2, np.zeros(arch.n_params), last_loss=0.5, iterations=4)
+        lease.commit(record.params * 2, NO_STATE, last_loss=0.5, iterations=4)
     try:
         store.lease("held").release()
         print("leased")
@@ -291,7 +303,7 @@ def test_get_at_least_rereads_what_another_server_committed(store, backend):
     assert other.get_at_least("m", 1).version == 1  # made a moment ago on another server
     with store.lease("m") as lease:
         for k in range(1, 6):
-            committed = lease.commit(_params(k), np.zeros(ARCH.n_params), last_loss=1.0 / k)
+            committed = lease.commit(_params(k), NO_STATE, last_loss=1.0 / k)
             seen = other.get_at_least("m", committed.version)
             assert seen.version >= committed.version
             assert seen.params.tobytes() == _params(k).tobytes()
@@ -342,3 +354,9 @@ def test_a_server_that_read_a_good_version_keeps_serving_it(store, backend):
     assert store.get("m").version == 1  # availability: the last good version keeps serving
     with pytest.raises(FailedPrecondition):
         store.lease("m")  # but nothing builds on a version it cannot read
+
+
+def _adam_state() -> OptimizerState:
+    """An Adam state whose arrays differ from each other and from the parameters."""
+    return OptimizerState(Optimizer.ADAM, (np.linspace(-1, 1, ARCH.n_params),
+                                           np.linspace(0, 2, ARCH.n_params) ** 2), steps=7)

@@ -19,9 +19,10 @@ from jitnet.service.engine.model import (
     Loss,
     initial_parameters,
 )
+from jitnet.service.engine.optimizers import NO_STATE, Optimizer, OptimizerState
 from jitnet.service.errors import DiskFull, FailedPrecondition, NotFound, StorageFailed
 from jitnet.service.store import file as store_module
-from jitnet.service.store.file import MAGIC
+from jitnet.service.store.file import FORMAT_VERSION, MAGIC
 from jitnet.service.store.file import FileStore as Store
 
 ARCH = Architecture((3, 4, 2), hidden_activation=Activation.TANH,
@@ -46,8 +47,8 @@ def test_a_reopened_directory_gives_back_every_field_exactly(store, tmp_path):
     assert (created.version, created.epochs_trained, created.iterations) == (1, 0, 0)
     with store.lease("m") as lease:
         velocity = np.linspace(-1, 1, ARCH.n_params)
-        committed = lease.commit(params * 2, velocity, epochs_trained=3, iterations=12,
-                                 last_loss=0.25)
+        committed = lease.commit(params * 2, OptimizerState.sgd(velocity, steps=4),
+                                 epochs_trained=3, iterations=12, last_loss=0.25)
     assert (committed.version, committed.epochs_trained, committed.iterations) == (2, 3, 12)
     fresh = Store(tmp_path / "d")
     fresh.open()
@@ -59,13 +60,14 @@ def test_a_reopened_directory_gives_back_every_field_exactly(store, tmp_path):
     assert loaded.update_time_ns == committed.update_time_ns >= created.update_time_ns
     assert loaded.params.tobytes() == (params * 2).tobytes()
     assert loaded.velocity.tobytes() == velocity.tobytes()
-    for array in (loaded.params, loaded.velocity, committed.params, created.params):
+    assert (loaded.optimizer.optimizer, loaded.optimizer.steps) == (Optimizer.SGD, 4)
+    for array in (loaded.params, *loaded.optimizer.arrays, committed.params, created.params):
         assert not array.flags.writeable
         with pytest.raises(ValueError):
             array[0] = 1.0
     assert loaded.network is loaded.network  # one Network per version
     raw = (tmp_path / "d" / "m.jitnet").read_bytes()
-    assert raw[:8] == MAGIC and struct.unpack("<I", raw[8:12])[0] == 1
+    assert raw[:8] == MAGIC and struct.unpack("<I", raw[8:12])[0] == 2
 
 
 def test_refresh_interval_bounds_staleness(tmp_path):
@@ -77,7 +79,7 @@ def test_refresh_interval_bounds_staleness(tmp_path):
     a.create("m", ARCH, _params())
     assert b.get("m").version == 1
     with a.lease("m") as lease:
-        lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5)
+        lease.commit(_params(1), NO_STATE, last_loss=0.5)
     now[0] = 0.4
     assert b.get("m").version == 1  # cached, not yet due for a stat
     now[0] = 0.6
@@ -89,7 +91,7 @@ def _corrupt(path, how):
     if how == "magic":
         raw[0:8] = b"NOTJITNT"
     elif how == "version":
-        raw[8:12] = struct.pack("<I", 2)
+        raw[8:12] = struct.pack("<I", FORMAT_VERSION + 1)  # a format from the future
     elif how == "checksum":
         raw[-40] ^= 1
     elif how == "truncated":
@@ -100,7 +102,7 @@ def _corrupt(path, how):
 
 
 @pytest.mark.parametrize("how, reason", [("magic", "not a jitnet model file"),
-                                         ("version", "format version 2"),
+                                         ("version", f"format version {FORMAT_VERSION + 1}"),
                                          ("checksum", "checksum mismatch"),
                                          ("truncated", "truncated"), ("empty", "truncated")])
 def test_unreadable_files_fail_alone_and_can_be_deleted(tmp_path, how, reason):
@@ -155,7 +157,7 @@ def test_disk_errors_keep_the_previous_version_and_remove_the_temp_file(
 
     monkeypatch.setattr(store_module.os, where, failing)
     with store.lease("m") as lease, pytest.raises(kind) as info:
-        lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0)
+        lease.commit(_params(1), NO_STATE, last_loss=1.0)
     monkeypatch.setattr(store_module.os, where, real)
     assert "previous version is kept" in str(info.value)
     assert (tmp_path / "m.jitnet").read_bytes() == before
@@ -163,4 +165,4 @@ def test_disk_errors_keep_the_previous_version_and_remove_the_temp_file(
     assert store.get("m").version == 1
     assert Store(tmp_path).get("m").version == 1
     with store.lease("m") as lease:  # and the lease still works afterwards
-        assert lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0).version == 2
+        assert lease.commit(_params(1), NO_STATE, last_loss=1.0).version == 2

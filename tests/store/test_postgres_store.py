@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jitnet.service.engine.model import Architecture, Init, initial_parameters
+from jitnet.service.engine.optimizers import NO_STATE
 from jitnet.service.errors import (
     Busy,
     FailedPrecondition,
@@ -141,10 +142,10 @@ def test_a_lease_taken_over_after_its_expiry_can_never_commit(stores, postgres_c
     with b.lease("m") as taken:
         assert taken.epoch > stale.epoch  # a new fencing epoch
         with pytest.raises(LeaseLost, match="expired"):
-            stale.commit(_params(9), np.zeros(ARCH.n_params), last_loss=0.0)
-        assert taken.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5).version == 2
+            stale.commit(_params(9), NO_STATE, last_loss=0.0)
+        assert taken.commit(_params(1), NO_STATE, last_loss=0.5).version == 2
     with pytest.raises(LeaseLost):  # still refused afterwards: the epoch is gone for good
-        stale.commit(_params(9), np.zeros(ARCH.n_params), last_loss=0.0)
+        stale.commit(_params(9), NO_STATE, last_loss=0.0)
     stale.release()  # harmless: it deletes only its own epoch's row
     record = stores().get("m")
     assert record.version == 2 and record.params.tobytes() == _params(1).tobytes()
@@ -157,7 +158,7 @@ def test_an_expired_lease_cannot_commit_even_if_nobody_took_it(stores, postgres_
     with store.lease("m") as lease:
         _expire(postgres_cluster, postgres_dsn, "m")
         with pytest.raises(LeaseLost):
-            lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5)
+            lease.commit(_params(1), NO_STATE, last_loss=0.5)
     assert stores().get("m").version == 1
 
 
@@ -170,7 +171,7 @@ def test_the_holder_renews_its_lease_past_lease_seconds(stores):
             with pytest.raises(Busy):
                 other.lease("m")
             time.sleep(0.25)
-        assert lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=0.5).version == 2
+        assert lease.commit(_params(1), NO_STATE, last_loss=0.5).version == 2
 
 
 _HOLDER = textwrap.dedent("""
@@ -248,7 +249,7 @@ def test_after_a_reconnect_the_listener_resyncs_what_it_missed(stores, postgres_
         proxy.cut()  # the reader's connections drop; its notices are lost from now on
         with writer.lease("kept") as lease:
             for k in range(1, 4):
-                lease.commit(_params(k), np.zeros(ARCH.n_params), last_loss=1.0 / k)
+                lease.commit(_params(k), NO_STATE, last_loss=1.0 / k)
         writer.delete("doomed")
         writer.create("born", ARCH, _params(5))
         time.sleep(0.5)
@@ -274,7 +275,7 @@ def test_unreachable_changes_fail_with_store_unavailable_and_reads_go_on(
         for change in (lambda: store.create("n", ARCH, _params()),
                        lambda: store.lease("m"),
                        lambda: store.delete("m"),
-                       lambda: lease.commit(_params(1), np.zeros(ARCH.n_params), last_loss=1.0),
+                       lambda: lease.commit(_params(1), NO_STATE, last_loss=1.0),
                        lambda: store.get_at_least("m", 2)):
             began = time.monotonic()
             with pytest.raises(StoreUnavailable, match="unreachable"):
@@ -286,11 +287,11 @@ def test_unreachable_changes_fail_with_store_unavailable_and_reads_go_on(
         # The writer (connected directly) goes on; what it does shows up once reachable.
         _eventually(lambda: _free(writer), 10, "the unreachable holder's lease expiring")
         with writer.lease("m") as other:
-            other.commit(_params(2), np.zeros(ARCH.n_params), last_loss=0.5)
+            other.commit(_params(2), NO_STATE, last_loss=0.5)
         proxy.restore()
         _eventually(lambda: store.get("m").version == 2, 10, "the re-sync after the outage")
         with store.lease("m") as again:  # changes work again
-            assert again.commit(_params(3), np.zeros(ARCH.n_params),
+            assert again.commit(_params(3), NO_STATE,
                                 last_loss=0.25).version == 3
         store.create("n", ARCH, _params())
     assert writer.get_at_least("m", 3).params.tobytes() == _params(3).tobytes()

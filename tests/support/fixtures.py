@@ -117,3 +117,16 @@ def article(client, model_id):
     """The article's network (api.md): 2-4-1 sigmoid, no bias, ARTICLE mode, its weights."""
     return client.create_model([2, 4, 1], bias=False, gradient_mode="article",
                                layers=[ARTICLE_HIDDEN, ARTICLE_OUTPUT], model_id=model_id)
+
+
+@pytest.fixture
+def cli_run(address, capsys):
+    """cli_run(*argv) -> (exit code, stdout, stderr): `jitnet ...` through cli.main against the
+    session's server."""
+    from jitnet.client import cli
+
+    def run(*argv):
+        code = cli.main([*argv, "--target", address])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

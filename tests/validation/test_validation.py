@@ -92,6 +92,12 @@ def _cases():
                          ("output_activation", 6), ("loss", 3), ("loss", -7),
                          ("gradient_mode", 3)):
         add("CreateModel", create_(architecture=_arch(**{field: value})), field, str(value))
+    add("CreateModel", create_(architecture=_arch(dtype=5)), "architecture.dtype", "5")
+    add("CreateModel", create_(architecture=_arch(), metadata={f"k{i}": "v" for i in range(65)}),
+        "metadata", "65 entries", "64")
+    add("CreateModel", create_(architecture=_arch(), metadata={"": "v"}), "metadata", "empty key")
+    add("CreateModel", create_(architecture=_arch(), metadata={"big": "x" * 4094}),
+        "metadata['big']", "4097 bytes")
     add("CreateModel", create_(architecture=_arch(), init=4), "init", "4")
     add("CreateModel", create_(architecture=_arch(), init=-2, layers=_layers()), "init")
     add("CreateModel", create_(architecture=_arch(hidden_activation=pb.ACTIVATION_SOFTMAX)),

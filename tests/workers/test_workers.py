@@ -1,4 +1,4 @@
-"""`--workers N`: N server processes on one port under a parent (service/workers.py).
+"""`--workers N`: N server processes on one port under a parent (service/server/workers.py).
 
 SO_REUSEPORT hands out connections, not calls, so a test reaches a given worker by opening
 fresh channels until one's health Check names that worker's pid (trailing metadata).

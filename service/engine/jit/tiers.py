@@ -5,10 +5,16 @@
     SpecialisedKernels (tier 1)   the architecture's own one-sample kernels (template.py);
                                   batches go to the generic kernels (template.py says why).
 
-What the engine calls (model.py, training.py, fastpath.py), the arrays as kernels.py describes:
+What model.py, training.py and protocols/fastpath.py call, the arrays as kernels.py describes:
 
-    train_epochs(params, velocity, grad, work, inputs, targets, orders, batch_size,
-                 learning_rate, momentum, target_loss, epoch_losses) -> epochs run
+    sample_epochs(params, velocity, work, inputs, targets, orders, learning_rate, momentum,
+                  target_loss, epoch_losses) -> epochs run
+        plain SGD one sample at a time (kernels.sample_epochs)
+    batch_epochs(params, state, steps, grad, work, inputs, targets, weights, orders,
+                 batch_size, optimizer, hyper, target_loss, epoch_losses) -> epochs run
+        every optimizer, any batch size (kernels.batch_epochs): the generic kernels at both tiers
+    evaluate_rows(totals, inputs, targets, weights, params, work)
+        loss and right answers on a set of rows (kernels.evaluate_rows), generic at both tiers
     step(params, velocity, grad, work, inputs, targets, learning_rate) -> loss
     predict_rows(outputs, inputs, params, work) -> inputs not finite        any rows
     predict_sample(outputs, x, params, work) -> inputs not finite
@@ -32,7 +38,7 @@ import numpy as np
 
 from .. import kernels
 
-# Samples in their stored order (kernels.train_epochs' `orders` with no columns).
+# Samples in their stored order (the kernels' `orders` with no columns).
 _NO_ORDER = np.empty((0, 0), dtype=np.int64)
 
 
@@ -49,15 +55,25 @@ class GenericKernels:
         self._layout, self._kinds = arch.layout.copy(), arch.kinds.copy()
         self._on_predict = on_predict  # the room counts tier-0 Predicts (its trigger)
 
-    def train_epochs(self, params, velocity, grad, work, inputs, targets, orders, batch_size,
-                     learning_rate, momentum, target_loss, epoch_losses) -> int:
-        return kernels.train_epochs(params, velocity, grad, work, self.arch.layout,
-                                    self.arch.kinds, inputs, targets, orders, batch_size,
-                                    learning_rate, momentum, target_loss, epoch_losses)
+    def sample_epochs(self, params, velocity, work, inputs, targets, orders, learning_rate,
+                      momentum, target_loss, epoch_losses) -> int:
+        epochs = kernels.sample_epochs_for(self.arch.layout)
+        return epochs(params, velocity, work, self.arch.layout, self.arch.kinds, inputs,
+                      targets, orders, learning_rate, momentum, target_loss, epoch_losses)
+
+    def batch_epochs(self, params, state, steps, grad, work, inputs, targets, weights, orders,
+                     batch_size, optimizer, hyper, target_loss, epoch_losses) -> int:
+        return kernels.batch_epochs(params, state, steps, grad, work, self.arch.layout,
+                                    self.arch.kinds, inputs, targets, weights, orders,
+                                    batch_size, optimizer, hyper, target_loss, epoch_losses)
+
+    def evaluate_rows(self, totals, inputs, targets, weights, params, work) -> None:
+        kernels.evaluate_rows(totals, inputs, targets, weights, _NO_ORDER, params,
+                              self.arch.layout, self.arch.kinds, work)
 
     def step(self, params, velocity, grad, work, inputs, targets, learning_rate) -> float:
-        z, a, e, d, t = work
-        return kernels.iteration(params, velocity, grad, z, a, e, d, t, self.arch.layout,
+        z, a, e, d, t, s = work
+        return kernels.iteration(params, velocity, grad, z, a, e, d, t, s, self.arch.layout,
                                  self.arch.kinds, inputs, targets, _NO_ORDER, 0, 0, 1,
                                  learning_rate, 0.0)
 
@@ -100,13 +116,12 @@ class SpecialisedKernels:
         # frame of ours in between.
         self.predict_sample = entries["predict_sample"]
         self._generic = generic
+        # Batches and evaluation: the generic kernels (template.py says why).
+        self.batch_epochs = generic.batch_epochs
+        self.evaluate_rows = generic.evaluate_rows
 
-    def train_epochs(self, params, velocity, grad, work, inputs, targets, orders, batch_size,
-                     learning_rate, momentum, target_loss, epoch_losses) -> int:
-        if batch_size != 1:
-            return self._generic.train_epochs(params, velocity, grad, work, inputs, targets,
-                                              orders, batch_size, learning_rate, momentum,
-                                              target_loss, epoch_losses)
+    def sample_epochs(self, params, velocity, work, inputs, targets, orders, learning_rate,
+                      momentum, target_loss, epoch_losses) -> int:
         _check(params, velocity, epoch_losses, ndim=1)
         _check(work, inputs, targets, ndim=2)
         _check(orders, ndim=2, dtype=np.int64)
@@ -159,4 +174,4 @@ def _compiled(dispatcher, args: tuple) -> Callable[..., int]:
     return entry
 
 
-_ENTRIES: dict = {}  # argument kinds -> entry point (a handful: the types fastpath.py makes)
+_ENTRIES: dict = {}  # argument kinds -> entry point (a handful: protocols/fastpath.py's types)

@@ -1,5 +1,5 @@
 """Protobuf <-> numpy and domain objects for the Open Inference Protocol
-(inference.GRPCInferenceService), and nothing else; convert.py is jitnet.v1's.
+(inference.GRPCInferenceService), and nothing else; jitnet_v1/convert.py is jitnet.v1's.
 
 What a jitnet model looks like through the protocol (docs/inference-protocol.md): one input
 named "input" and one output named "output", FP64, shapes [-1, n_in] and [-1, n_out]. A

@@ -1,6 +1,6 @@
 """GRPCInferenceService (the Open Inference Protocol, "KServe V2"): thin, like NetworkService.
 
-Each RPC translates (inference_convert), delegates (the store, the prediction entry, the health
+Each RPC translates (convert), delegates (the store, the prediction entry, the health
 servicer) and translates back; status.mapped turns errors into statuses through the same table
 as jitnet.v1, so both protocols refuse the same request with the same status. ModelInfer of one
 raw FP64 row is answered by fastpath.infer_reply when it can, as Predict is.

@@ -3,7 +3,7 @@
 Tensors: exactly one of `values` or `raw` (little-endian float64) carries the data; a tensor with
 a zero dimension carries neither. Decoded arrays are native float64 and C-contiguous, fresh and
 writable, except where a caller that only reads asks for a read-only view of the raw bytes
-(Predict): warmup.py compiles the kernels for exactly these array types. Enum fields use
+(Predict): server/warmup.py compiles the kernels for exactly these array types. Enum fields use
 api.md's defaults for UNSPECIFIED and reject numbers the proto does not define.
 """
 
@@ -21,13 +21,16 @@ from jitnet.v1 import jitnet_pb2 as pb
 from ...engine.model import (
     Activation,
     Architecture,
+    Dtype,
     GradientCheck,
     GradientMode,
     Init,
     Loss,
     StepResult,
 )
-from ...engine.training import Progress, TrainOptions
+from ...engine.optimizers import Optimizer
+from ...engine.schedules import Kind, Schedule
+from ...engine.training import EarlyStopping, Monitor, Progress, TrainOptions
 from ...errors import InvalidArgument
 from ...store import validate_id
 
@@ -136,7 +139,8 @@ def _enum_from_proto(value: int, proto_enum, kind, default, field: str):
 
 
 _PREFIX = {"Activation": "ACTIVATION_", "Loss": "LOSS_", "Init": "INIT_",
-           "GradientMode": "GRADIENT_MODE_"}
+           "GradientMode": "GRADIENT_MODE_", "Dtype": "DTYPE_", "Optimizer": "OPTIMIZER_",
+           "Kind": "KIND_", "Monitor": "MONITOR_"}
 
 
 def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") -> Architecture:
@@ -154,6 +158,7 @@ def architecture_from_proto(arch: pb.Architecture, field: str = "architecture") 
         bias=arch.bias if arch.HasField("bias") else True,
         gradient_mode=_enum_from_proto(arch.gradient_mode, pb.GradientMode, GradientMode,
                             GradientMode.EXACT, f"{field}.gradient_mode"),
+        dtype=_enum_from_proto(arch.dtype, pb.Dtype, Dtype, Dtype.FLOAT64, f"{field}.dtype"),
     )
 
 
@@ -169,7 +174,29 @@ def architecture_to_proto(arch: Architecture) -> pb.Architecture:
         loss=pb.Loss.Value("LOSS_" + arch.loss.name),
         bias=arch.bias,
         gradient_mode=pb.GradientMode.Value("GRADIENT_MODE_" + arch.gradient_mode.name),
+        # float64 is the unset default, so float64 models answer as they did before dtypes
+        dtype=pb.DTYPE_UNSPECIFIED if arch.dtype == Dtype.FLOAT64 else pb.DTYPE_FLOAT32,
     )
+
+
+# A model's metadata (CreateModelRequest.metadata): bounded, so that a model's stored form and
+# every GetModel reply stay small whatever a client sends.
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_ENTRY_BYTES = 4096
+
+
+def metadata_from_proto(metadata, field: str = "metadata") -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgument(f"{field} has {len(metadata)} entries; at most "
+                              f"{MAX_METADATA_ENTRIES} are kept with a model")
+    for key, value in metadata.items():
+        if not key:
+            raise InvalidArgument(f"{field} has an empty key; name every entry")
+        size = len(key.encode()) + len(value.encode())
+        if size > MAX_METADATA_ENTRY_BYTES:
+            raise InvalidArgument(f"{field}[{key[:40]!r}] is {size} bytes with its key; at most "
+                                  f"{MAX_METADATA_ENTRY_BYTES} per entry")
+    return dict(metadata)
 
 
 def init_from_proto(value: int) -> Init:
@@ -216,6 +243,9 @@ def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> 
         create_time=timestamp(record.create_time_ns),
         update_time=timestamp(record.update_time_ns),
         parameter_count=record.arch.n_params,
+        optimizer=(pb.OPTIMIZER_UNSPECIFIED if record.optimizer.optimizer is None
+                   else pb.Optimizer.Value("OPTIMIZER_" + record.optimizer.optimizer.name)),
+        metadata=record.metadata,
     )
     if include_weights:
         model.layers.extend(layer_to_proto(w, b, raw) for w, b in record.network.layers())
@@ -225,7 +255,14 @@ def model_to_proto(record, include_weights: bool = False, raw: bool = False) -> 
 # -- Train, Step and CheckGradients -------------------------------------------------------------
 
 
+def _optional(message, field: str) -> float | None:
+    return getattr(message, field) if message.HasField(field) else None
+
+
 def train_options(request: pb.TrainRequest) -> TrainOptions:
+    """The options of a Train; the engine checks them (naming each field)."""
+    schedule = request.schedule
+    stopping = request.early_stopping
     return TrainOptions(
         epochs=int(request.epochs),
         learning_rate=float(request.learning_rate),
@@ -235,18 +272,67 @@ def train_options(request: pb.TrainRequest) -> TrainOptions:
         seed=int(request.seed),
         target_loss=float(request.target_loss),
         report_every=int(request.report_every),
+        optimizer=_enum_from_proto(request.optimizer, pb.Optimizer, Optimizer, Optimizer.SGD,
+                                   "optimizer"),
+        beta1=_optional(request, "beta1"),
+        beta2=_optional(request, "beta2"),
+        epsilon=_optional(request, "epsilon"),
+        weight_decay=float(request.weight_decay),
+        nesterov=bool(request.nesterov),
+        schedule=Schedule(
+            kind=_enum_from_proto(schedule.kind, pb.LearningRateSchedule.Kind, Kind,
+                                  Kind.CONSTANT, "schedule.kind"),
+            step_epochs=int(schedule.step_epochs), gamma=float(schedule.gamma),
+            patience=int(schedule.patience),
+            min_learning_rate=float(schedule.min_learning_rate)),
+        validation_fraction=float(request.validation_fraction),
+        early_stopping=EarlyStopping(
+            patience=int(stopping.patience), min_delta=float(stopping.min_delta),
+            restore_best=_optional(stopping, "restore_best"),
+            monitor=_enum_from_proto(stopping.monitor, pb.Monitor, Monitor, None,
+                                     "early_stopping.monitor")),
+        reset_optimizer=bool(request.reset_optimizer),
     )
 
 
+def sample_weights_from_proto(request: pb.TrainRequest) -> np.ndarray | None:
+    """TrainRequest.sample_weights as a [n] array, None when the request has none."""
+    if not request.HasField("sample_weights"):
+        return None
+    weights = to_array(request.sample_weights, "sample_weights")
+    return weights.reshape(-1) if weights.ndim == 2 and weights.shape[1] == 1 else weights
+
+
+def validation_from_proto(request: pb.TrainRequest) -> tuple[np.ndarray, np.ndarray] | None:
+    """(validation inputs, targets) when the request sends them, both or neither."""
+    given = [f for f in ("validation_inputs", "validation_targets") if request.HasField(f)]
+    if not given:
+        return None
+    if len(given) == 1:
+        missing = ({"validation_inputs", "validation_targets"} - set(given)).pop()
+        raise InvalidArgument(f"{given[0]} is set but {missing} is not; a validation set "
+                              "needs both")
+    return (to_array(request.validation_inputs, "validation_inputs"),
+            to_array(request.validation_targets, "validation_targets"))
+
+
 def train_response(progress: Progress, version: int) -> pb.TrainResponse:
-    return pb.TrainResponse(
+    response = pb.TrainResponse(
         epoch=progress.epoch,
         loss=progress.loss,
         iterations=progress.iterations,
         elapsed_seconds=progress.elapsed_seconds,
         model_version=version,
         done=progress.done,
+        learning_rate=progress.learning_rate,
+        best_epoch=progress.best_epoch,
+        stop_reason=0 if progress.stop_reason is None else int(progress.stop_reason),
     )
+    for field in ("validation_loss", "accuracy", "validation_accuracy"):
+        value = getattr(progress, field)
+        if value is not None:
+            setattr(response, field, value)
+    return response
 
 
 def step_response(result: StepResult, version: int) -> pb.StepResponse:

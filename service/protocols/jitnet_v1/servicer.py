@@ -5,6 +5,9 @@ training, the prediction entry) and translates back; status.mapped turns errors 
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
+
+import numpy as np
 
 from jitnet.v1 import jitnet_pb2 as pb
 from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
@@ -12,6 +15,7 @@ from jitnet.v1 import jitnet_pb2_grpc as pb_grpc
 from ...config import Limits
 from ...engine import training
 from ...engine.model import Network
+from ...errors import InvalidArgument
 from ...events import QUIET, Events
 from ...store import ModelStore, new_id, validate_id
 from .. import fastpath, limits, prediction
@@ -22,6 +26,15 @@ from . import convert
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+
+
+class TrainData(NamedTuple):
+    """What a Train trains and validates on (decoded, not yet checked against the model)."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    sample_weights: np.ndarray | None
+    validation: tuple[np.ndarray, np.ndarray] | None
 
 
 class NetworkServicer(pb_grpc.NetworkServiceServicer):
@@ -48,7 +61,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             net = Network.from_layers(arch, convert.layers_from_proto(request.layers))
         else:
             net = Network.initialise(arch, init, request.seed)
-        record = self._store.create(model_id, arch, net.params)
+        metadata = convert.metadata_from_proto(request.metadata)
+        record = self._store.create(model_id, arch, net.params, metadata)
         # The reply carries the weights, in the form the request's layers used, unless they
         # would not fit in one message: the model exists either way.
         raw = any(layer.weights.raw for layer in request.layers)
@@ -90,22 +104,40 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self._check_ready()
         should_stop = stop_signal(context)
         validate_id(request.model_id)
-        rows = convert.rows_of(request.inputs)
-        limits.check_rows(self._limits, rows, "inputs")
-        limits.check_work(self._limits, request.epochs, rows)
         options = convert.train_options(request)
-        inputs = convert.to_array(request.inputs, "inputs")
-        targets = convert.to_array(request.targets, "targets")
+        data = self._train_data(request, options)
         with self._store.lease(request.model_id) as lease:
             start = lease.record
-            for progress in training.train(start.network, inputs, targets, options,
-                                           velocity=start.velocity, should_stop=should_stop,
-                                           events=self._events):
+            for progress in training.train(start.network, data.inputs, data.targets, options,
+                                           state=start.optimizer, should_stop=should_stop,
+                                           events=self._events,
+                                           sample_weights=data.sample_weights,
+                                           validation=data.validation):
                 # Commit before telling anyone: the version in the message is durable.
-                record = lease.commit(progress.params, progress.velocity, last_loss=progress.loss,
+                record = lease.commit(progress.params, progress.optimizer,
+                                      last_loss=progress.params_loss,
                                       epochs_trained=start.epochs_trained + progress.epoch,
                                       iterations=start.iterations + progress.iterations)
                 yield convert.train_response(progress, record.version)
+
+    def _train_data(self, request, options) -> TrainData:
+        """The arrays a Train trains and validates on, within the limits: the one place that
+        knows where they come from (the request's tensors; stored data sets are not served
+        yet)."""
+        for field in ("dataset_id", "validation_dataset_id"):
+            if getattr(request, field):
+                raise InvalidArgument(f"{field} is set, but this server keeps no data sets yet; "
+                                      "send inputs and targets (and validation_inputs and "
+                                      "validation_targets) in the request")
+        rows = convert.rows_of(request.inputs)
+        limits.check_rows(self._limits, rows, "inputs")
+        validation_rows = convert.rows_of(request.validation_inputs)
+        limits.check_rows(self._limits, validation_rows, "validation_inputs")
+        limits.check_work(self._limits, options.epochs, rows + validation_rows)
+        return TrainData(convert.to_array(request.inputs, "inputs"),
+                         convert.to_array(request.targets, "targets"),
+                         convert.sample_weights_from_proto(request),
+                         convert.validation_from_proto(request))
 
     @mapped
     def Step(self, request, context):
@@ -119,7 +151,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         with self._store.lease(request.model_id) as lease:
             limits.check_step_reply(self._limits, lease.record.arch, lease.record.id)
             result = lease.record.network.step(inputs, target, request.learning_rate)
-            record = lease.commit(result.params, lease.record.velocity, last_loss=result.loss,
+            # One plain gradient step: the optimizer's state stays as it was.
+            record = lease.commit(result.params, lease.record.optimizer, last_loss=result.loss,
                                   iterations=lease.record.iterations + 1)
         return convert.step_response(result, record.version)
 
